@@ -1,0 +1,512 @@
+"""The ingest worker: batches from gateways into PostgreSQL, idempotently, then ack.
+
+Several workers may run at once: they share the batches through an MQTT shared
+subscription (``$share/fusebox-ingest/...``) and coordinate only through
+PostgreSQL. A batch is stored in one transaction:
+
+1. its readings are COPYed into a per-connection temporary table and moved into
+   ``readings`` with ``INSERT ... ON CONFLICT DO NOTHING`` (a redelivered batch, or
+   one a crashed worker half-did, changes nothing);
+2. its sequence range is merged into the gateway's coverage, under a row lock on
+   ``gateway_epochs``, giving ``stored_through_seq``: the highest sequence below
+   which everything is stored;
+3. after COMMIT the worker publishes ``Ack(first_seq, last_seq, stored_through_seq)``.
+
+Only then may the edge prune. If a worker dies between 1 and 3 nothing is acked and
+the edge resends after its ack timeout.
+
+Admission control: batches wait in a bounded queue for ``concurrency`` database
+connections. When the queue is full, or PostgreSQL fails, the worker answers
+``Busy(retry_after_s)`` at once instead of letting work pile up; the edge holds the
+readings meanwhile. A batch that fails the contract is answered ``Reject`` (when it
+names its range) and recorded in ``rejected_batches``; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import asyncpg
+import msgpack
+
+from cloud.db import Partitions
+from protocols import contract
+from protocols.backoff import Backoff
+from protocols.readings import ms_to_ts
+from protocols.urls import MqttTarget
+
+log = logging.getLogger("fusebox.cloud.ingest")
+
+_DB_RETRY_AFTER_S = 5.0
+
+
+@dataclass(slots=True)
+class IngestMetrics:
+    batches_stored: int = 0
+    readings_stored: int = 0  # rows in batches stored, duplicates included
+    events_stored: int = 0
+    busy_sent: int = 0
+    rejected: int = 0
+    db_failures: int = 0
+    status_updates: int = 0
+    busy_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+class BatchStore:
+    """Stores batches; one instance per process, shared by its connections."""
+
+    def __init__(self) -> None:
+        self.partitions = Partitions()
+        self._gateways: set[str] = set()
+        self._streams: dict[tuple[str, str, str], int] = {}
+
+    @staticmethod
+    async def init_connection(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS ingest_readings ("
+            " seq bigint, ts_ms bigint, stream_id integer, value double precision)"
+            " ON COMMIT DELETE ROWS"
+        )
+
+    async def _stream_ids(self, conn: asyncpg.Connection, batch: contract.Batch) -> list[int]:
+        gw = batch.gw
+        missing = [s for s in batch.streams if (gw, *s) not in self._streams]
+        if missing:
+            if gw not in self._gateways:
+                await conn.execute(
+                    "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING", gw
+                )
+                self._gateways.add(gw)
+            await conn.executemany(
+                "INSERT INTO streams (gateway_id, device_id, name) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                [(gw, d, n) for d, n in missing],
+            )
+            rows = await conn.fetch(
+                "SELECT id, device_id, name FROM streams WHERE gateway_id = $1", gw
+            )
+            for r in rows:
+                self._streams[(gw, r["device_id"], r["name"])] = r["id"]
+        return [self._streams[(gw, d, n)] for d, n in batch.streams]
+
+    async def store(self, conn: asyncpg.Connection, batch: contract.Batch) -> int:
+        """Store one batch; returns the gateway's ``stored_through_seq`` after it."""
+        gw = batch.gw
+        if gw not in self._gateways:
+            await conn.execute("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING", gw)
+            self._gateways.add(gw)
+        ids = await self._stream_ids(conn, batch)
+        if batch.readings:
+            ts = [r[1] for r in batch.readings]
+            await self.partitions.ensure(conn, min(ts), max(ts))
+        async with conn.transaction():
+            if batch.readings:
+                await conn.copy_records_to_table(
+                    "ingest_readings",
+                    records=[(s, t, ids[i], v) for s, t, i, v in batch.readings],
+                    columns=["seq", "ts_ms", "stream_id", "value"],
+                )
+                await conn.execute(
+                    "INSERT INTO readings (gateway_id, seq, ts, stream_id, value) "
+                    "SELECT $1, seq, timestamptz 'epoch' + ts_ms * interval '1 millisecond',"
+                    " stream_id, value FROM ingest_readings ON CONFLICT DO NOTHING",
+                    gw,
+                )
+            if batch.events:
+                await conn.executemany(
+                    "INSERT INTO events (gateway_id, seq, ts, stream_id, data) VALUES "
+                    "($1, $2, timestamptz 'epoch' + $3 * interval '1 millisecond', $4, $5)"
+                    " ON CONFLICT DO NOTHING",
+                    [(gw, s, t, ids[i], json.dumps(d)) for s, t, i, d in batch.events],
+                )
+            return await self._cover(conn, gw, batch.epoch, batch.first_seq, batch.last_seq)
+
+    @staticmethod
+    async def _cover(
+        conn: asyncpg.Connection, gw: str, epoch: int, first: int, last: int
+    ) -> int:
+        await conn.execute(
+            "INSERT INTO gateway_epochs (gateway_id, epoch) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING",
+            gw,
+            epoch,
+        )
+        stored: int = await conn.fetchval(
+            "SELECT stored_through_seq FROM gateway_epochs "
+            "WHERE gateway_id = $1 AND epoch = $2 FOR UPDATE",
+            gw,
+            epoch,
+        )
+        if last <= stored:
+            return stored
+        if first > stored + 1:
+            await conn.execute(
+                "INSERT INTO covered_ranges (gateway_id, epoch, first_seq, last_seq) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                gw,
+                epoch,
+                first,
+                last,
+            )
+            return stored
+        new = last
+        ranges = await conn.fetch(
+            "SELECT first_seq, last_seq FROM covered_ranges "
+            "WHERE gateway_id = $1 AND epoch = $2 ORDER BY first_seq",
+            gw,
+            epoch,
+        )
+        merged = []
+        for r in ranges:
+            if r["first_seq"] > new + 1:
+                break
+            new = max(new, r["last_seq"])
+            merged.append(r["first_seq"])
+        if merged:
+            await conn.execute(
+                "DELETE FROM covered_ranges WHERE gateway_id = $1 AND epoch = $2 "
+                "AND first_seq <= $3",
+                gw,
+                epoch,
+                max(merged),
+            )
+        await conn.execute(
+            "UPDATE gateway_epochs SET stored_through_seq = $3 "
+            "WHERE gateway_id = $1 AND epoch = $2",
+            gw,
+            epoch,
+            new,
+        )
+        return new
+
+    async def update_status(self, conn: asyncpg.Connection, st: contract.GatewayStatus) -> None:
+        oldest = None if st.backlog_oldest_ms is None else ms_to_ts(st.backlog_oldest_ms)
+        await conn.execute(
+            """
+            INSERT INTO gateways AS g (id, last_seen, state, software, backlog_records,
+                backlog_oldest, outbox_bytes, outbox_cap_bytes, appended_total,
+                thinned_total, rejected_total, acked_through_seq, status_at)
+            VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+            ON CONFLICT (id) DO UPDATE SET
+                last_seen = now(), state = excluded.state,
+                software = coalesce(nullif(excluded.software, ''), g.software),
+                backlog_records = excluded.backlog_records,
+                backlog_oldest = excluded.backlog_oldest,
+                outbox_bytes = excluded.outbox_bytes,
+                outbox_cap_bytes = excluded.outbox_cap_bytes,
+                appended_total = excluded.appended_total,
+                thinned_total = greatest(g.thinned_total, excluded.thinned_total),
+                rejected_total = greatest(g.rejected_total, excluded.rejected_total),
+                acked_through_seq = excluded.acked_through_seq,
+                status_at = now()
+            """,
+            st.gw,
+            st.state,
+            st.software,
+            st.backlog_records,
+            oldest,
+            st.outbox_bytes,
+            st.outbox_cap_bytes,
+            st.appended_total,
+            st.thinned_total,
+            st.rejected_total,
+            st.acked_through_seq,
+        )
+        self._gateways.add(st.gw)
+
+
+class IngestWorker:
+    """One ingest worker process (or task). ``run`` until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        mqtt: MqttTarget,
+        shared: bool,
+        concurrency: int = 4,
+        queue_max: int = 32,
+        client_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.mqtt = mqtt
+        self.shared = shared
+        self.concurrency = concurrency
+        self.queue: asyncio.Queue[tuple[contract.Batch, float]] = asyncio.Queue(queue_max)
+        self.client_id = client_id or f"fusebox-ingest-{random.getrandbits(32):08x}"
+        self.rng = rng or random.Random()
+        self.store = BatchStore()
+        self.metrics = IngestMetrics()
+        self._pool: asyncpg.Pool | None = None
+        self._db_ok = True
+        self._batch_s = 0.05  # moving average of storing one batch
+        self.ready = asyncio.Event()
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        attempt = 0
+        while True:
+            try:
+                return await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=self.concurrency,
+                    init=BatchStore.init_connection,
+                    timeout=10,
+                    command_timeout=60,
+                )
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                if attempt == 0:
+                    log.warning("ingest: PostgreSQL unreachable (%s); retrying", exc)
+                await asyncio.sleep(Backoff(0.5, 10).delay(attempt, self.rng))
+                attempt += 1
+
+    async def run(self) -> None:
+        self._pool = await self._open_pool()
+        attempt = 0
+        filters = contract.ingest_filters(shared=self.shared)
+        try:
+            while True:
+                m = self.mqtt
+                try:
+                    async with aiomqtt.Client(
+                        m.host,
+                        m.port,
+                        username=m.username,
+                        password=m.password,
+                        identifier=self.client_id,
+                        clean_session=True,
+                        tls_params=aiomqtt.TLSParameters() if m.tls else None,
+                        keepalive=30,
+                        max_inflight_messages=100,
+                        timeout=10,
+                    ) as client:
+                        for f in filters:
+                            await client.subscribe(f, qos=1)
+                        log.info(
+                            "ingest %s: subscribed to %s on %s",
+                            self.client_id,
+                            ", ".join(filters),
+                            m.url(),
+                        )
+                        attempt = 0
+                        self.ready.set()
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._receive(client), name="ingest-receive")
+                            for i in range(self.concurrency):
+                                tg.create_task(self._process(client), name=f"ingest-db-{i}")
+                            tg.create_task(self._report(), name="ingest-report")
+                except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                    self.ready.clear()
+                    if attempt == 0:
+                        log.warning(
+                            "ingest: broker %s lost (%s); reconnecting",
+                            m.url(),
+                            group.exceptions[0],
+                        )
+                    # batches queued for the lost connection will be resent by edges
+                    self._drain_queue()
+                    await asyncio.sleep(Backoff(0.5, 15).delay(attempt, self.rng))
+                    attempt += 1
+        finally:
+            await self._pool.close()
+
+    def _drain_queue(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def _reply(self, client: aiomqtt.Client, msg: Any) -> None:
+        await client.publish(contract.down_ack(msg.gw), contract.pack(msg), qos=1)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            payload = bytes(payload)
+            if topic.endswith("/up/status"):
+                await self._status(topic, payload)
+                continue
+            try:
+                batch = contract.unpack_batch(payload)
+                if batch.gw != contract.gateway_of(topic):
+                    raise contract.ContractError("gateway id in payload does not match topic")
+            except contract.ContractError as exc:
+                await self._reject(client, topic, payload, exc.reason)
+                continue
+            if not self._db_ok or self.queue.full():
+                self.metrics.busy_sent += 1
+                reason = "database unavailable" if not self._db_ok else "ingest queue full"
+                await self._reply(
+                    client,
+                    contract.Busy(
+                        gw=batch.gw,
+                        epoch=batch.epoch,
+                        first_seq=batch.first_seq,
+                        last_seq=batch.last_seq,
+                        retry_after_s=self._retry_after(),
+                        reason=reason,
+                    ),
+                )
+                continue
+            self.queue.put_nowait((batch, time.monotonic()))
+
+    def _retry_after(self) -> float:
+        if not self._db_ok:
+            return _DB_RETRY_AFTER_S
+        # time to work off what is queued, with room for the batch being refused
+        drain_s = (self.queue.qsize() + 1) * self._batch_s / self.concurrency
+        return round(min(60.0, max(1.0, 2 * drain_s)), 2)
+
+    async def _process(self, client: aiomqtt.Client) -> None:
+        assert self._pool is not None
+        while True:
+            batch, _queued_at = await self.queue.get()
+            started = time.monotonic()
+            try:
+                async with self._pool.acquire(timeout=10) as conn:
+                    stored_through = await self.store.store(conn, batch)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self.metrics.db_failures += 1
+                if self._db_ok:
+                    log.error(
+                        "ingest: cannot store in PostgreSQL (%s: %s); answering busy "
+                        "until it recovers",
+                        type(exc).__name__,
+                        exc,
+                    )
+                self._db_ok = False
+                self.metrics.busy_sent += 1
+                await self._reply(
+                    client,
+                    contract.Busy(
+                        gw=batch.gw,
+                        epoch=batch.epoch,
+                        first_seq=batch.first_seq,
+                        last_seq=batch.last_seq,
+                        retry_after_s=_DB_RETRY_AFTER_S,
+                        reason="database unavailable",
+                    ),
+                )
+                # let new batches in again soon to probe the database
+                asyncio.get_running_loop().call_later(_DB_RETRY_AFTER_S, self._probe_db)
+                continue
+            if not self._db_ok:
+                log.info("ingest: PostgreSQL is back; storing again")
+                self._db_ok = True
+            took = time.monotonic() - started
+            self._batch_s = 0.9 * self._batch_s + 0.1 * took
+            self.metrics.busy_seconds += took
+            self.metrics.batches_stored += 1
+            self.metrics.readings_stored += len(batch.readings)
+            self.metrics.events_stored += len(batch.events)
+            await self._reply(
+                client,
+                contract.Ack(
+                    gw=batch.gw,
+                    epoch=batch.epoch,
+                    first_seq=batch.first_seq,
+                    last_seq=batch.last_seq,
+                    stored_through_seq=stored_through,
+                ),
+            )
+
+    def _probe_db(self) -> None:
+        self._db_ok = True  # the next batch tells; if it fails we go back to busy
+
+    async def _status(self, topic: str, payload: bytes) -> None:
+        try:
+            st = contract.unpack_status(payload)
+            if st.gw != contract.gateway_of(topic):
+                raise contract.ContractError("gateway id in payload does not match topic")
+        except contract.ContractError as exc:
+            log.warning("ingest: bad status on %s: %s", topic, exc.reason)
+            return
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=5) as conn:
+                await self.store.update_status(conn, st)
+            self.metrics.status_updates += 1
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.info("ingest: status of %s not recorded (%s)", st.gw, exc)
+
+    async def _reject(self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str) -> None:
+        self.metrics.rejected += 1
+        head = _head(payload)
+        log.warning("ingest: rejected batch on %s: %s", topic[:200], reason)
+        gw = None
+        try:
+            gw = contract.gateway_of(topic)
+        except contract.ContractError:
+            pass
+        if self._pool is not None:
+            try:
+                async with self._pool.acquire(timeout=5) as conn:
+                    await conn.execute(
+                        "INSERT INTO rejected_batches (gateway_id, topic, reason, first_seq,"
+                        " last_seq, payload_head) VALUES ($1, $2, $3, $4, $5, $6)",
+                        gw,
+                        topic[:500],
+                        reason[:1000],
+                        head.get("first_seq"),
+                        head.get("last_seq"),
+                        payload[:4096],
+                    )
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                log.warning("ingest: could not record the rejected batch")
+        try:
+            answer = contract.Reject(
+                gw=gw or "",
+                epoch=head.get("epoch"),
+                first_seq=head.get("first_seq"),
+                last_seq=head.get("last_seq"),
+                reason=reason[:500],
+            )
+        except Exception:
+            return  # the batch does not even name its range: nothing to answer
+        if answer.gw == head.get("gw"):
+            await self._reply(client, answer)
+
+    async def _report(self) -> None:
+        last_rows, last_t = 0, time.monotonic()
+        while True:
+            await asyncio.sleep(10)
+            now = time.monotonic()
+            m = self.metrics
+            rate = (m.readings_stored - last_rows) / (now - last_t)
+            if m.readings_stored != last_rows or m.busy_sent:
+                log.info(
+                    "ingest: %.0f readings/s; stored %d batches, %d readings; busy %d, "
+                    "rejected %d, queue %d",
+                    rate,
+                    m.batches_stored,
+                    m.readings_stored,
+                    m.busy_sent,
+                    m.rejected,
+                    self.queue.qsize(),
+                )
+            last_rows, last_t = m.readings_stored, now
+
+
+def _head(payload: bytes) -> dict[str, Any]:
+    """Best-effort range of a batch that failed validation (for the Reject)."""
+    try:
+        data = msgpack.unpackb(payload[: contract.MAX_BATCH_BYTES], raw=False)
+    except Exception:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        k: data[k]
+        for k in ("gw", "epoch", "first_seq", "last_seq")
+        if isinstance(data.get(k), int | str)
+    }

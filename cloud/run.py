@@ -1,0 +1,64 @@
+"""Entry points of the cloud services. The CLI (``fusebox cloud ...``) resolves the
+connection targets (and starts embedded servers when none are given) and calls
+these with real URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from cloud.api import create_app
+from cloud.db import migrate
+from cloud.ingest import IngestWorker
+from cloud.settings import CloudSettings
+from protocols.urls import parse_mqtt_url
+
+log = logging.getLogger("fusebox.cloud")
+
+
+def _targets(settings: CloudSettings) -> tuple[str, str]:
+    if not settings.database_url or not settings.cloud_mqtt_url:
+        raise ValueError("database_url and cloud_mqtt_url must be resolved first")
+    return settings.database_url, settings.cloud_mqtt_url
+
+
+async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
+    dsn, mqtt_url = _targets(settings)
+    await migrate(dsn)
+    worker = IngestWorker(
+        dsn=dsn,
+        mqtt=parse_mqtt_url(mqtt_url),
+        shared=shared,
+        concurrency=settings.ingest_concurrency,
+        queue_max=settings.ingest_queue,
+        client_id=settings.ingest_client_id,
+    )
+    await worker.run()
+
+
+async def run_api(settings: CloudSettings) -> None:
+    dsn, _ = _targets(settings)
+    await migrate(dsn)
+    config = uvicorn.Config(
+        create_app(dsn),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    # the surrounding process owns the signals (one Ctrl-C stops every service)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    log.info("api: serving on http://%s:%d", settings.api_host, settings.api_port)
+    await server.serve()
+
+
+async def run_all(settings: CloudSettings, *, shared: bool) -> None:
+    """Every cloud service in one process (small sites, the demo)."""
+    dsn, _ = _targets(settings)
+    await migrate(dsn)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(run_ingest(settings, shared=shared), name="ingest")
+        tg.create_task(run_api(settings), name="api")

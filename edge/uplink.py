@@ -1,0 +1,433 @@
+"""The uplink: ships the outbox to the cloud and prunes only what the cloud stored.
+
+Flow control (ARCHITECTURE decision 2): at most ``window`` unacknowledged batches
+are in flight. The cloud answers each batch with ``Ack`` (prune it), ``Busy``
+(send nothing until ``retry_after_s`` has passed, then resend) or ``Reject``
+(quarantine it: it would fail again). A batch with no answer within
+``ack_timeout_s`` is resent with capped full-jitter backoff; so is everything
+unacknowledged after a reconnect. Duplicates are harmless: the cloud stores
+idempotently on (gateway, seq).
+
+Ordering: on each connection the outbox splits into *backlog* (everything up to
+the last sequence at connect time) and *live* (everything appended since). Live
+records go first, so the cloud sees the present even while a day of backlog
+drains behind it; backlog fills the remaining window.
+
+The sender state machine is ``SendPlan`` (pure, no I/O, ``now`` passed in); the
+asyncio shell ``Uplink`` pumps MQTT and the outbox through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import msgpack
+
+from edge.outbox import Outbox, Row
+from protocols import contract
+from protocols.backoff import Backoff
+from protocols.urls import MqttTarget
+
+log = logging.getLogger("fusebox.edge.uplink")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    first: int
+    last: int
+    sent_at: float
+    attempt: int
+
+
+@dataclass(slots=True)
+class SendPlan:
+    """Which sequence range to send next, and what is in flight. Pure state.
+
+    Ranges handed out are contiguous and cover every sequence number from
+    ``acked_through + 1`` onwards exactly once per pass, so the cloud can count
+    them as covered even where thinning left gaps.
+    """
+
+    acked_through: int
+    live_from: int
+    window: int
+    ack_timeout_s: float
+    backoff: Backoff
+    rng: random.Random
+    backlog_next: int = 0
+    live_next: int = 0
+    in_flight: dict[int, _InFlight] = field(default_factory=dict)
+    retry: list[tuple[float, int, int, int]] = field(default_factory=list)
+    paused_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.backlog_next = self.acked_through + 1
+        self.live_next = max(self.live_from, self.backlog_next)
+
+    @property
+    def has_room(self) -> bool:
+        return len(self.in_flight) < self.window
+
+    def due_retry(self, now: float) -> tuple[int, int, int] | None:
+        """A range whose retry time has come: ``(first, last, attempt)``."""
+        if now < self.paused_until:
+            return None
+        for i, (at, first, last, attempt) in enumerate(self.retry):
+            if at <= now:
+                del self.retry[i]
+                return first, last, attempt
+        return None
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until something may need doing without outside input."""
+        candidates = [self.paused_until - now]
+        candidates += [at - now for at, *_ in self.retry]
+        candidates += [f.sent_at + self.ack_timeout_s - now for f in self.in_flight.values()]
+        future = [c for c in candidates if c > 0]
+        return min(future, default=1.0)
+
+    def sent(self, first: int, last: int, now: float, attempt: int = 0) -> None:
+        self.in_flight[first] = _InFlight(first, last, now, attempt)
+
+    def expire(self, now: float) -> list[tuple[int, int]]:
+        """Move batches whose ack is overdue to the retry list; returns them."""
+        overdue = [
+            f for f in self.in_flight.values() if now - f.sent_at >= self.ack_timeout_s
+        ]
+        for f in overdue:
+            del self.in_flight[f.first]
+            at = now + self.backoff.delay(f.attempt, self.rng)
+            self.retry.append((at, f.first, f.last, f.attempt + 1))
+        return [(f.first, f.last) for f in overdue]
+
+    def acked(self, first: int, last: int, stored_through: int) -> bool:
+        """Record an ack; returns whether it matched a batch in flight."""
+        matched = self.in_flight.pop(first, None) is not None
+        if stored_through > self.acked_through:
+            self.acked_through = stored_through
+            for key in [k for k, f in self.in_flight.items() if f.last <= stored_through]:
+                del self.in_flight[key]
+            self.retry = [r for r in self.retry if r[2] > stored_through]
+        return matched
+
+    def busy(self, first: int, last: int, retry_after_s: float, now: float) -> None:
+        """The cloud refused this batch for now: pause everything, then resend."""
+        f = self.in_flight.pop(first, None)
+        # a little jitter on top so a fleet told "30 s" does not return in lockstep
+        wait = retry_after_s * (1.0 + 0.25 * self.rng.random())
+        self.paused_until = max(self.paused_until, now + wait)
+        if f is not None:  # a stale answer (from before a reconnect) only pauses
+            self.retry.append((now + wait, f.first, f.last, f.attempt + 1))
+
+    def rejected(self, first: int) -> bool:
+        return self.in_flight.pop(first, None) is not None
+
+
+@dataclass(slots=True)
+class UplinkConfig:
+    gateway_id: str
+    target: MqttTarget
+    client_id: str
+    batch_max_records: int = 5000
+    window: int = 4
+    ack_timeout_s: float = 30.0
+    reconnect: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
+    resend: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
+    status_interval_s: float = 10.0
+    keepalive_s: int = 30
+    software: str = "fusebox-edge"
+
+
+@dataclass(slots=True)
+class UplinkMetrics:
+    connected: bool = False
+    batches_sent: int = 0
+    records_sent: int = 0
+    acks: int = 0
+    busy: int = 0
+    rejects: int = 0
+    timeouts: int = 0
+    reconnects: int = 0
+    records_acked: int = 0
+
+
+class Uplink:
+    """Runs until cancelled: connect, send, reconnect, forever."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        config: UplinkConfig,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        extra_status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.cfg = config
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.metrics = UplinkMetrics()
+        self.extra_status = extra_status or (lambda: {})
+        self._plan: SendPlan | None = None
+        self._answer = asyncio.Event()
+
+    # ------------------------------------------------------------------ status
+
+    async def status_payload(self, state: str = "online") -> bytes:
+        s = await self.outbox.stats()
+        msg = contract.GatewayStatus(
+            gw=self.cfg.gateway_id,
+            state="online" if state == "online" else "offline",
+            sent_ms=int(time.time() * 1000),
+            software=self.cfg.software,
+            backlog_records=max(0, s.backlog_records),
+            backlog_oldest_ms=s.backlog_oldest_ms,
+            outbox_bytes=s.used_bytes,
+            outbox_cap_bytes=s.cap_bytes,
+            appended_total=s.counters["appended_total"],
+            thinned_total=s.counters["thinned_total"],
+            rejected_total=s.counters["rejected_total"],
+            acked_through_seq=s.acked_through,
+            **self.extra_status(),
+        )
+        return contract.pack(msg)
+
+    # -------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        attempt = 0
+        gw = self.cfg.gateway_id
+        will = aiomqtt.Will(
+            contract.up_status(gw),
+            contract.pack(contract.GatewayStatus(gw=gw, state="offline")),
+            qos=1,
+            retain=True,
+        )
+        while True:
+            t = self.cfg.target
+            try:
+                async with aiomqtt.Client(
+                    t.host,
+                    t.port,
+                    username=t.username,
+                    password=t.password,
+                    identifier=self.cfg.client_id,
+                    clean_session=True,
+                    keepalive=self.cfg.keepalive_s,
+                    will=will,
+                    tls_params=aiomqtt.TLSParameters() if t.tls else None,
+                    max_inflight_messages=max(20, self.cfg.window * 2),
+                    timeout=10,
+                ) as client:
+                    if attempt:
+                        log.info("uplink: connected to %s again", t.url())
+                    else:
+                        log.info("uplink: connected to %s", t.url())
+                    attempt = 0
+                    self.metrics.connected = True
+                    await client.subscribe(contract.down_filter(gw), qos=1)
+                    await client.publish(
+                        contract.up_status(gw), await self.status_payload(), qos=1, retain=True
+                    )
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._receive(client), name="uplink-receive")
+                        tg.create_task(self._send(client), name="uplink-send")
+                        tg.create_task(self._status(client), name="uplink-status")
+            except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                self.metrics.connected = False
+                self.metrics.reconnects += 1
+                delay = self.cfg.reconnect.delay(attempt, self.rng)
+                if attempt == 0:
+                    log.warning(
+                        "uplink: cloud broker %s unreachable (%s); readings stay in the "
+                        "outbox; retrying with backoff",
+                        t.url(),
+                        group.exceptions[0],
+                    )
+                attempt += 1
+                await asyncio.sleep(delay)
+            finally:
+                self.metrics.connected = False
+                self._plan = None
+
+    async def _status(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.status_interval_s)
+            await client.publish(
+                contract.up_status(self.cfg.gateway_id),
+                await self.status_payload(),
+                qos=1,
+                retain=True,
+            )
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            try:
+                answer = contract.unpack_down(bytes(payload))
+            except contract.ContractError as exc:
+                log.warning("uplink: ignoring malformed message on %s: %s", message.topic, exc)
+                continue
+            if answer.gw != self.cfg.gateway_id or answer.epoch != self.outbox.store.epoch:
+                continue
+            await self._handle_answer(answer)
+            self._answer.set()
+
+    async def _handle_answer(self, answer: contract.Ack | contract.Busy | contract.Reject) -> None:
+        plan = self._plan
+        if plan is None:
+            return
+        now = self.clock()
+        if isinstance(answer, contract.Ack):
+            self.metrics.acks += 1
+            plan.acked(answer.first_seq, answer.last_seq, answer.stored_through_seq)
+            self.metrics.records_acked += await self.outbox.prune_range(
+                answer.first_seq, answer.last_seq
+            )
+            if answer.stored_through_seq:
+                self.metrics.records_acked += await self.outbox.prune_through(
+                    answer.stored_through_seq
+                )
+        elif isinstance(answer, contract.Busy):
+            self.metrics.busy += 1
+            if self.metrics.busy == 1 or self.metrics.busy % 100 == 0:
+                log.info(
+                    "uplink: cloud busy (%s), waiting %.1f s (busy answers so far: %d)",
+                    answer.reason or "no reason",
+                    answer.retry_after_s,
+                    self.metrics.busy,
+                )
+            plan.busy(answer.first_seq, answer.last_seq, answer.retry_after_s, now)
+        else:
+            if plan.rejected(answer.first_seq):
+                self.metrics.rejects += 1
+                n = await self.outbox.quarantine_range(
+                    answer.first_seq, answer.last_seq, answer.reason
+                )
+                log.error(
+                    "uplink: cloud rejected batch %d..%d (%s); %d records quarantined "
+                    "in the outbox for inspection",
+                    answer.first_seq,
+                    answer.last_seq,
+                    answer.reason,
+                    n,
+                )
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        stats = await self.outbox.stats()
+        plan = SendPlan(
+            acked_through=stats.acked_through,
+            live_from=stats.last_seq + 1,
+            window=self.cfg.window,
+            ack_timeout_s=self.cfg.ack_timeout_s,
+            backoff=self.cfg.resend,
+            rng=self.rng,
+        )
+        self._plan = plan
+        backlog_end = stats.last_seq  # backlog region is acked_through+1 .. backlog_end
+        if backlog_end > stats.acked_through:
+            log.info(
+                "uplink: %d records waiting (seq %d..%d); live readings go first",
+                stats.backlog_records,
+                stats.acked_through + 1,
+                backlog_end,
+            )
+        topic = contract.up_batch(self.cfg.gateway_id)
+        while True:
+            now = self.clock()
+            expired = plan.expire(now)
+            if expired:
+                self.metrics.timeouts += len(expired)
+                log.info("uplink: no answer for %d batch(es); will resend", len(expired))
+            sent_any = False
+            while plan.has_room and now >= plan.paused_until:
+                pick = await self._pick(plan, backlog_end, now)
+                if pick is None:
+                    break
+                first, last, attempt, rows = pick
+                if rows is None:
+                    rows = await self.outbox.read(first, last, last - first + 1)
+                payload, n = self._payload(first, last, rows)
+                await client.publish(topic, payload, qos=1)
+                plan.sent(first, last, self.clock(), attempt)
+                self.metrics.batches_sent += 1
+                self.metrics.records_sent += n
+                sent_any = True
+            if sent_any:
+                continue
+            wait = plan.next_wakeup(self.clock())
+            self._answer.clear()
+            self.outbox.changed.clear()
+            waiters = [
+                asyncio.ensure_future(self._answer.wait()),
+                asyncio.ensure_future(self.outbox.changed.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=min(wait, 5.0),
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+
+    async def _pick(
+        self, plan: SendPlan, backlog_end: int, now: float
+    ) -> tuple[int, int, int, list[Row] | None] | None:
+        """The next range to send: ``(first, last, attempt, rows or None)``."""
+        limit = self.cfg.batch_max_records
+        # 1. live records, newest region first
+        rows = await self.outbox.read(plan.live_next, None, limit)
+        if rows:
+            first, last = plan.live_next, rows[-1].seq
+            plan.live_next = last + 1
+            return first, last, 0, rows
+        # 2. batches due for a resend (rows are read again: some may be pruned)
+        due = plan.due_retry(now)
+        if due is not None:
+            return due[0], due[1], due[2], None
+        # 3. backlog, oldest first
+        start = max(plan.backlog_next, plan.acked_through + 1)
+        if start <= backlog_end:
+            rows = await self.outbox.read(start, backlog_end, limit)
+            last = rows[-1].seq if len(rows) == limit else backlog_end
+            plan.backlog_next = last + 1
+            return start, last, 0, rows
+        return None
+
+    def _payload(self, first: int, last: int, rows: list[Row]) -> tuple[bytes, int]:
+        store = self.outbox.store
+        stream_index: dict[int, int] = {}
+        streams: list[tuple[str, str]] = []
+        readings: list[tuple[int, int, int, float]] = []
+        events: list[tuple[int, int, int, dict[str, Any]]] = []
+        for r in rows:
+            idx = stream_index.get(r.stream)
+            if idx is None:
+                idx = stream_index[r.stream] = len(streams)
+                streams.append(store.stream_name(r.stream))
+            if r.data is None:
+                readings.append((r.seq, r.ts_ms, idx, float(r.value or 0.0)))
+            else:
+                events.append((r.seq, r.ts_ms, idx, msgpack.unpackb(r.data)))
+        payload = contract.pack(
+            contract.batch_dict(
+                gw=self.cfg.gateway_id,
+                epoch=self.outbox.store.epoch,
+                first_seq=first,
+                last_seq=last,
+                sent_ms=int(time.time() * 1000),
+                streams=streams,
+                readings=readings,
+                events=events,
+            )
+        )
+        return payload, len(rows)
