@@ -38,7 +38,9 @@ class ReadingPublic(BaseModel):
 def create_app(dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8, timeout=10)
+        app.state.pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=8, timeout=10
+        )
         try:
             yield
         finally:
@@ -64,7 +66,8 @@ def create_app(dsn: str) -> FastAPI:
     async def gateways(db: Pool) -> list[dict[str, Any]]:
         rows = await db.fetch(
             "SELECT g.*, (SELECT max(stored_through_seq) FROM gateway_epochs e "
-            "WHERE e.gateway_id = g.id) AS stored_through_seq FROM gateways g ORDER BY id"
+            "WHERE e.gateway_id = g.id) AS stored_through_seq "
+            "FROM gateways g ORDER BY id"
         )
         return [dict(r) for r in rows]
 

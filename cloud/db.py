@@ -45,7 +45,10 @@ async def migrate(dsn: str) -> list[str]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        done = {
+            r["version"]
+            for r in await conn.fetch("SELECT version FROM schema_migrations")
+        }
         for version, name, sql in migrations():
             if version in done:
                 continue
@@ -81,7 +84,9 @@ class Partitions:
     def __init__(self) -> None:
         self._known: set[datetime] = set()
 
-    async def ensure(self, conn: asyncpg.Connection, min_ts_ms: int, max_ts_ms: int) -> None:
+    async def ensure(
+        self, conn: asyncpg.Connection, min_ts_ms: int, max_ts_ms: int
+    ) -> None:
         month = month_start(min_ts_ms)
         last = month_start(max_ts_ms)
         while month <= last:

@@ -25,6 +25,7 @@ names its range) and recorded in ``rejected_batches``; the worker carries on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -76,7 +77,9 @@ class BatchStore:
             " ON COMMIT DELETE ROWS"
         )
 
-    async def _stream_ids(self, conn: asyncpg.Connection, batch: contract.Batch) -> list[int]:
+    async def _stream_ids(
+        self, conn: asyncpg.Connection, batch: contract.Batch
+    ) -> list[int]:
         gw = batch.gw
         missing = [s for s in batch.streams if (gw, *s) not in self._streams]
         if missing:
@@ -101,7 +104,9 @@ class BatchStore:
         """Store one batch; returns the gateway's ``stored_through_seq`` after it."""
         gw = batch.gw
         if gw not in self._gateways:
-            await conn.execute("INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING", gw)
+            await conn.execute(
+                "INSERT INTO gateways (id) VALUES ($1) ON CONFLICT DO NOTHING", gw
+            )
             self._gateways.add(gw)
         ids = await self._stream_ids(conn, batch)
         if batch.readings:
@@ -116,18 +121,22 @@ class BatchStore:
                 )
                 await conn.execute(
                     "INSERT INTO readings (gateway_id, seq, ts, stream_id, value) "
-                    "SELECT $1, seq, timestamptz 'epoch' + ts_ms * interval '1 millisecond',"
+                    "SELECT $1, seq,"
+                    " timestamptz 'epoch' + ts_ms * interval '1 millisecond',"
                     " stream_id, value FROM ingest_readings ON CONFLICT DO NOTHING",
                     gw,
                 )
             if batch.events:
                 await conn.executemany(
                     "INSERT INTO events (gateway_id, seq, ts, stream_id, data) VALUES "
-                    "($1, $2, timestamptz 'epoch' + $3 * interval '1 millisecond', $4, $5)"
+                    "($1, $2, timestamptz 'epoch' + $3 * interval '1 millisecond',"
+                    " $4, $5)"
                     " ON CONFLICT DO NOTHING",
                     [(gw, s, t, ids[i], json.dumps(d)) for s, t, i, d in batch.events],
                 )
-            return await self._cover(conn, gw, batch.epoch, batch.first_seq, batch.last_seq)
+            return await self._cover(
+                conn, gw, batch.epoch, batch.first_seq, batch.last_seq
+            )
 
     @staticmethod
     async def _cover(
@@ -187,8 +196,12 @@ class BatchStore:
         )
         return new
 
-    async def update_status(self, conn: asyncpg.Connection, st: contract.GatewayStatus) -> None:
-        oldest = None if st.backlog_oldest_ms is None else ms_to_ts(st.backlog_oldest_ms)
+    async def update_status(
+        self, conn: asyncpg.Connection, st: contract.GatewayStatus
+    ) -> None:
+        oldest = (
+            None if st.backlog_oldest_ms is None else ms_to_ts(st.backlog_oldest_ms)
+        )
         await conn.execute(
             """
             INSERT INTO gateways AS g (id, last_seen, state, software, backlog_records,
@@ -241,7 +254,9 @@ class IngestWorker:
         self.mqtt = mqtt
         self.shared = shared
         self.concurrency = concurrency
-        self.queue: asyncio.Queue[tuple[contract.Batch, float]] = asyncio.Queue(queue_max)
+        self.queue: asyncio.Queue[tuple[contract.Batch, float]] = asyncio.Queue(
+            queue_max
+        )
         self.client_id = client_id or f"fusebox-ingest-{random.getrandbits(32):08x}"
         self.rng = rng or random.Random()
         self.store = BatchStore()
@@ -302,7 +317,9 @@ class IngestWorker:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._receive(client), name="ingest-receive")
                             for i in range(self.concurrency):
-                                tg.create_task(self._process(client), name=f"ingest-db-{i}")
+                                tg.create_task(
+                                    self._process(client), name=f"ingest-db-{i}"
+                                )
                             tg.create_task(self._report(), name="ingest-report")
                 except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
@@ -339,13 +356,17 @@ class IngestWorker:
             try:
                 batch = contract.unpack_batch(payload)
                 if batch.gw != contract.gateway_of(topic):
-                    raise contract.ContractError("gateway id in payload does not match topic")
+                    raise contract.ContractError(
+                        "gateway id in payload does not match topic"
+                    )
             except contract.ContractError as exc:
                 await self._reject(client, topic, payload, exc.reason)
                 continue
             if not self._db_ok or self.queue.full():
                 self.metrics.busy_sent += 1
-                reason = "database unavailable" if not self._db_ok else "ingest queue full"
+                reason = (
+                    "database unavailable" if not self._db_ok else "ingest queue full"
+                )
                 await self._reply(
                     client,
                     contract.Busy(
@@ -375,7 +396,12 @@ class IngestWorker:
             try:
                 async with self._pool.acquire(timeout=10) as conn:
                     stored_through = await self.store.store(conn, batch)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+            ) as exc:
                 self.metrics.db_failures += 1
                 if self._db_ok:
                     log.error(
@@ -407,6 +433,8 @@ class IngestWorker:
             self._batch_s = 0.9 * self._batch_s + 0.1 * took
             self.metrics.busy_seconds += took
             self.metrics.batches_stored += 1
+            if self.metrics.batches_stored == 1:
+                log.info("ingest %s: first batch stored", self.client_id)
             self.metrics.readings_stored += len(batch.readings)
             self.metrics.events_stored += len(batch.events)
             await self._reply(
@@ -427,7 +455,9 @@ class IngestWorker:
         try:
             st = contract.unpack_status(payload)
             if st.gw != contract.gateway_of(topic):
-                raise contract.ContractError("gateway id in payload does not match topic")
+                raise contract.ContractError(
+                    "gateway id in payload does not match topic"
+                )
         except contract.ContractError as exc:
             log.warning("ingest: bad status on %s: %s", topic, exc.reason)
             return
@@ -436,23 +466,29 @@ class IngestWorker:
             async with self._pool.acquire(timeout=5) as conn:
                 await self.store.update_status(conn, st)
             self.metrics.status_updates += 1
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+        ) as exc:
             log.info("ingest: status of %s not recorded (%s)", st.gw, exc)
 
-    async def _reject(self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str) -> None:
+    async def _reject(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str
+    ) -> None:
         self.metrics.rejected += 1
         head = _head(payload)
         log.warning("ingest: rejected batch on %s: %s", topic[:200], reason)
         gw = None
-        try:
+        with contextlib.suppress(contract.ContractError):
             gw = contract.gateway_of(topic)
-        except contract.ContractError:
-            pass
         if self._pool is not None:
             try:
                 async with self._pool.acquire(timeout=5) as conn:
                     await conn.execute(
-                        "INSERT INTO rejected_batches (gateway_id, topic, reason, first_seq,"
+                        "INSERT INTO rejected_batches (gateway_id, topic, reason,"
+                        " first_seq,"
                         " last_seq, payload_head) VALUES ($1, $2, $3, $4, $5, $6)",
                         gw,
                         topic[:500],
@@ -461,7 +497,12 @@ class IngestWorker:
                         head.get("last_seq"),
                         payload[:4096],
                     )
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+            ):
                 log.warning("ingest: could not record the rejected batch")
         try:
             answer = contract.Reject(

@@ -38,6 +38,7 @@ import os
 import secrets
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ log = logging.getLogger("fusebox.edge.outbox")
 SCHEMA_VERSION = 1
 _THIN_BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, None)  # None: drop all
 _LOW_WATER = 0.90
+_THIN_CHUNK_SEQS = 20_000  # rows rewritten per thinning transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -169,7 +171,10 @@ class OutboxStore:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA temp_store=MEMORY")
         self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: keeps RSS low
-        self._db.execute("PRAGMA wal_autocheckpoint=4000")
+        # checkpoint every ~4 MB and truncate the WAL back to 4 MB: the cap is on
+        # the database; this keeps the log beside it small
+        self._db.execute("PRAGMA wal_autocheckpoint=1000")
+        self._db.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
         self._db.executescript(_SCHEMA)
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._streams: dict[tuple[str, str], int] = {}
@@ -180,7 +185,8 @@ class OutboxStore:
         ):
             self._remember_stream(sid, device_id, name, QuantityKind(kind))
         self._last: dict[int, tuple[int, float | None]] = {
-            s: (t, v) for s, t, v in self._db.execute("SELECT stream, ts_ms, value FROM last")
+            s: (t, v)
+            for s, t, v in self._db.execute("SELECT stream, ts_ms, value FROM last")
         }
         self.counters = dict.fromkeys(_COUNTERS, 0)
         for key, value in self._db.execute("SELECT key, value FROM meta"):
@@ -204,7 +210,9 @@ class OutboxStore:
 
     # ----------------------------------------------------------------- internals
 
-    def _remember_stream(self, sid: int, device_id: str, name: str, kind: QuantityKind) -> None:
+    def _remember_stream(
+        self, sid: int, device_id: str, name: str, kind: QuantityKind
+    ) -> None:
         self._streams[(device_id, name)] = sid
         self._stream_kind[sid] = kind
         self._stream_names[sid] = (device_id, name)
@@ -241,7 +249,16 @@ class OutboxStore:
             if "full" not in str(exc).lower():
                 raise OutboxError(f"outbox append failed: {exc}") from exc
             log.warning("outbox: disk full (%s); thinning and retrying", exc)
-        self.thin(force=True)
+        try:
+            self.thin(force=True)
+        except sqlite3.OperationalError as exc:
+            # thinning writes too (and rewrites pages): it can hit the full disk
+            if "full" not in str(exc).lower():
+                raise OutboxError(f"outbox thinning failed: {exc}") from exc
+            raise OutboxFull(
+                "the disk is full and even thinning cannot write; free disk space; "
+                "the devices keep their readings meanwhile"
+            ) from exc
         try:
             return self._append_once(groups)
         except sqlite3.OperationalError as exc:
@@ -253,13 +270,17 @@ class OutboxStore:
             raise OutboxError(f"outbox append failed: {exc}") from exc
 
     def _append_once(self, groups: Sequence[Sequence[Item]]) -> list[AppendResult]:
-        if self.cap_bytes and self.used_bytes() >= self.cap_bytes and self.thin() == 0:
-            if self.used_bytes() >= self.cap_bytes:
-                raise OutboxFull(
-                    f"outbox holds {self.used_bytes()} bytes, cap {self.cap_bytes}, "
-                    "and only registers and events are left (never thinned); the "
-                    "uplink must drain before more fits"
-                )
+        if (
+            self.cap_bytes
+            and self.used_bytes() >= self.cap_bytes
+            and self.thin() == 0
+            and self.used_bytes() >= self.cap_bytes
+        ):
+            raise OutboxFull(
+                f"outbox holds {self.used_bytes()} bytes, cap {self.cap_bytes}, "
+                "and only registers and events are left (never thinned); the "
+                "uplink must drain before more fits"
+            )
         db = self._db
         seq = self.counters["last_seq"]
         rows: list[tuple[int, int, int, float | None, bytes | None]] = []
@@ -297,7 +318,9 @@ class OutboxStore:
                     else:
                         if not is_event_kind(item.kind):
                             raise ValueError(f"bad event kind {item.kind!r}")
-                        sid = self._stream_id(item.source_id, item.kind, QuantityKind.EVENT)
+                        sid = self._stream_id(
+                            item.source_id, item.kind, QuantityKind.EVENT
+                        )
                         seq += 1
                         rows.append((seq, ts_ms, sid, None, msgpack.packb(item.data)))
                     if res.first_seq is None:
@@ -308,7 +331,8 @@ class OutboxStore:
                 back += res.backwards
                 results.append(res)
             db.executemany(
-                "INSERT INTO records (seq, ts_ms, stream, value, data) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO records (seq, ts_ms, stream, value, data) "
+                "VALUES (?, ?, ?, ?, ?)",
                 rows,
             )
             if last_updates:
@@ -335,7 +359,12 @@ class OutboxStore:
         last.update(last_updates)
         self.backlog_records += len(rows)
         if self.cap_bytes and self.used_bytes() > self.cap_bytes:
-            self.thin()
+            # the rows are committed: a failure to thin now must not report the
+            # append as failed (the next append thins, or refuses, again)
+            try:
+                self.thin()
+            except sqlite3.Error as exc:
+                log.warning("outbox: thinning after a commit failed: %s", exc)
         return results
 
     def _reload_streams(self) -> None:
@@ -363,7 +392,9 @@ class OutboxStore:
         stored_through_seq = min(stored_through_seq, self.counters["last_seq"])
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (stored_through_seq,))
+            cur = self._db.execute(
+                "DELETE FROM records WHERE seq <= ?", (stored_through_seq,)
+            )
             self._set_meta({"acked_through": stored_through_seq})
             self._db.execute("COMMIT")
         except BaseException:
@@ -381,7 +412,8 @@ class OutboxStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute(
-                "INSERT OR IGNORE INTO quarantine (seq, ts_ms, stream, value, data, reason, at_ms) "
+                "INSERT OR IGNORE INTO quarantine "
+                "(seq, ts_ms, stream, value, data, reason, at_ms) "
                 "SELECT seq, ts_ms, stream, value, data, ?, ? FROM records "
                 "WHERE seq BETWEEN ? AND ?",
                 (reason[:500], now_ms, first_seq, last_seq),
@@ -409,49 +441,29 @@ class OutboxStore:
     def thin(self, *, force: bool = False) -> int:
         """Apply the full-disk policy; returns readings thinned (0 if under the cap
         and not ``force``d, or if only registers and events are left)."""
-        if not force and (not self.cap_bytes or self.used_bytes() <= self.cap_bytes):
+        if not force and (not self.cap_bytes or self.used_bytes() < self.cap_bytes):
             return 0
         instant = [s for s, k in self._stream_kind.items() if k is QuantityKind.INSTANT]
         if not instant:
             return 0
         target = int(self.cap_bytes * _LOW_WATER) if self.cap_bytes else 0
-        marks = ",".join("?" * len(instant))
         total = 0
-        # oldest half of what is waiting first, then everything waiting
         lo_hi = self._db.execute("SELECT min(seq), max(seq) FROM records").fetchone()
         if lo_hi[0] is None:
             return 0
-        halves = ((lo_hi[0] + lo_hi[1]) // 2, lo_hi[1])
+        lo, hi = int(lo_hi[0]), int(lo_hi[1])
+        # Oldest first, one chunk of sequence numbers at a time, so that thinning
+        # stops as soon as usage is under the low-water mark.
+        done = False
         for bucket_ms in _THIN_BUCKETS_MS:
-            for upto in halves:
-                if bucket_ms is None:
-                    sql = f"DELETE FROM records WHERE seq <= ? AND stream IN ({marks})"
-                    params: list[Any] = [upto, *instant]
-                else:
-                    sql = (
-                        "DELETE FROM records WHERE seq IN (SELECT seq FROM ("
-                        "SELECT seq, row_number() OVER (PARTITION BY stream, ts_ms / ? "
-                        "ORDER BY seq) AS n FROM records "
-                        f"WHERE seq <= ? AND stream IN ({marks})) WHERE n > 1)"
-                    )
-                    params = [bucket_ms, upto, *instant]
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    n = self._db.execute(sql, params).rowcount
-                    self.counters["thinned_total"] += n
-                    self._set_meta({"thinned_total": self.counters["thinned_total"]})
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-                self.backlog_records -= n
-                total += n
+            for first in range(lo, hi + 1, _THIN_CHUNK_SEQS):
+                last = min(hi, first + _THIN_CHUNK_SEQS - 1)
+                total += self._thin_chunk(first, last, bucket_ms, instant)
                 if self.used_bytes() <= target:
+                    done = True
                     break
-            else:
-                continue
-            break
+            if done:
+                break
         if total:
             log.warning(
                 "outbox over its cap of %d bytes: thinned %d instantaneous samples "
@@ -461,6 +473,60 @@ class OutboxStore:
                 self.counters["thinned_total"],
             )
         return total
+
+    def _thin_chunk(
+        self, first: int, last: int, bucket_ms: int | None, instant: list[int]
+    ) -> int:
+        """Thin the samples with ``first <= seq <= last``; returns rows deleted.
+
+        Deleting every other row leaves each B-tree page half full and frees no
+        page at all (SQLite merges a page only below a third full, and new rows
+        always go to the right end), so the surviving rows of the chunk are
+        rewritten: that packs them into fewer pages and frees the rest.
+        """
+        marks = ",".join("?" * len(instant))
+        if bucket_ms is None:
+            sql = (
+                f"DELETE FROM records WHERE seq BETWEEN ? AND ? AND stream IN ({marks})"
+            )
+            params: list[Any] = [first, last, *instant]
+        else:
+            sql = (
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM ("
+                "SELECT seq, row_number() OVER (PARTITION BY stream, ts_ms / ? "
+                "ORDER BY seq) AS n FROM records "
+                f"WHERE seq BETWEEN ? AND ? AND stream IN ({marks})) WHERE n > 1)"
+            )
+            params = [bucket_ms, first, last, *instant]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            n = db.execute(sql, params).rowcount
+            if n:
+                keep = db.execute(
+                    "SELECT seq, ts_ms, stream, value, data FROM records "
+                    "WHERE seq BETWEEN ? AND ?",
+                    (first, last),
+                ).fetchall()
+                db.execute(
+                    "DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last)
+                )
+                db.executemany(
+                    "INSERT INTO records (seq, ts_ms, stream, value, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    keep,
+                )
+                thinned_total = self.counters["thinned_total"] + n
+                self._set_meta({"thinned_total": thinned_total})
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if n:
+            self.counters["thinned_total"] = thinned_total
+            self.backlog_records -= n
+        return n
 
     # ---------------------------------------------------------------------- reads
 
@@ -529,15 +595,18 @@ class Outbox:
         self.store = store
         self.max_group_records = max_group_records
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._pending: list[_Pending] = []
+        self._pending: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._single = 0  # groups to commit one by one after a failed group commit
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Outbox:
-        store_args = {k: kwargs.pop(k) for k in ("cap_bytes", "synchronous") if k in kwargs}
+        store_args = {
+            k: kwargs.pop(k) for k in ("cap_bytes", "synchronous") if k in kwargs
+        }
         return cls(OutboxStore(path, **store_args), **kwargs)
 
     async def start(self) -> None:
@@ -553,7 +622,9 @@ class Outbox:
 
     async def call(self, fn: Any, *args: Any) -> Any:
         """Run a store method on the outbox thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, fn, *args
+        )
 
     def submit(self, items: Sequence[Item]) -> asyncio.Future[AppendResult]:
         if self._closing:
@@ -573,16 +644,35 @@ class Outbox:
             while self._pending:
                 take: list[_Pending] = []
                 n = 0
-                while self._pending and (not take or n < self.max_group_records):
-                    p = self._pending.pop(0)
+                limit = 0 if self._single else self.max_group_records
+                if self._single:
+                    self._single -= 1
+                while self._pending and (not take or n < limit):
+                    p = self._pending.popleft()
                     take.append(p)
                     n += len(p.items)
                 try:
-                    results = await self.call(self.store.append, [p.items for p in take])
-                except Exception as exc:
+                    results = await self.call(
+                        self.store.append, [p.items for p in take]
+                    )
+                except OutboxFull as exc:
                     for p in take:
                         if not p.future.done():
                             p.future.set_exception(exc)
+                    continue
+                except Exception as exc:
+                    if len(take) == 1:
+                        if not take[0].future.done():
+                            take[0].future.set_exception(exc)
+                        continue
+                    # one caller's bad item must not fail the others sharing the
+                    # commit: put each group back to be committed on its own
+                    log.warning(
+                        "outbox: group commit failed (%s); retrying singly", exc
+                    )
+                    for p in reversed(take):
+                        self._pending.appendleft(p)
+                    self._single = len(take)
                     continue
                 for p, r in zip(take, results, strict=True):
                     if not p.future.done():
@@ -605,10 +695,11 @@ class Outbox:
         return n
 
     async def quarantine_range(self, first_seq: int, last_seq: int, reason: str) -> int:
-        n: int = await self.call(self.store.quarantine_range, first_seq, last_seq, reason)
+        n: int = await self.call(
+            self.store.quarantine_range, first_seq, last_seq, reason
+        )
         return n
 
     async def stats(self) -> OutboxStats:
         s: OutboxStats = await self.call(self.store.stats)
         return s
-

@@ -89,7 +89,9 @@ class SendPlan:
         """Seconds until something may need doing without outside input."""
         candidates = [self.paused_until - now]
         candidates += [at - now for at, *_ in self.retry]
-        candidates += [f.sent_at + self.ack_timeout_s - now for f in self.in_flight.values()]
+        candidates += [
+            f.sent_at + self.ack_timeout_s - now for f in self.in_flight.values()
+        ]
         future = [c for c in candidates if c > 0]
         return min(future, default=1.0)
 
@@ -112,7 +114,9 @@ class SendPlan:
         matched = self.in_flight.pop(first, None) is not None
         if stored_through > self.acked_through:
             self.acked_through = stored_through
-            for key in [k for k, f in self.in_flight.items() if f.last <= stored_through]:
+            for key in [
+                k for k, f in self.in_flight.items() if f.last <= stored_through
+            ]:
                 del self.in_flight[key]
             self.retry = [r for r in self.retry if r[2] > stored_through]
         return matched
@@ -235,7 +239,10 @@ class Uplink:
                     self.metrics.connected = True
                     await client.subscribe(contract.down_filter(gw), qos=1)
                     await client.publish(
-                        contract.up_status(gw), await self.status_payload(), qos=1, retain=True
+                        contract.up_status(gw),
+                        await self.status_payload(),
+                        qos=1,
+                        retain=True,
                     )
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._receive(client), name="uplink-receive")
@@ -247,7 +254,8 @@ class Uplink:
                 delay = self.cfg.reconnect.delay(attempt, self.rng)
                 if attempt == 0:
                     log.warning(
-                        "uplink: cloud broker %s unreachable (%s); readings stay in the "
+                        "uplink: cloud broker %s unreachable (%s); readings stay in "
+                        "the "
                         "outbox; retrying with backoff",
                         t.url(),
                         group.exceptions[0],
@@ -276,14 +284,21 @@ class Uplink:
             try:
                 answer = contract.unpack_down(bytes(payload))
             except contract.ContractError as exc:
-                log.warning("uplink: ignoring malformed message on %s: %s", message.topic, exc)
+                log.warning(
+                    "uplink: ignoring malformed message on %s: %s", message.topic, exc
+                )
                 continue
-            if answer.gw != self.cfg.gateway_id or answer.epoch != self.outbox.store.epoch:
+            if (
+                answer.gw != self.cfg.gateway_id
+                or answer.epoch != self.outbox.store.epoch
+            ):
                 continue
             await self._handle_answer(answer)
             self._answer.set()
 
-    async def _handle_answer(self, answer: contract.Ack | contract.Busy | contract.Reject) -> None:
+    async def _handle_answer(
+        self, answer: contract.Ack | contract.Busy | contract.Reject
+    ) -> None:
         plan = self._plan
         if plan is None:
             return
@@ -348,7 +363,9 @@ class Uplink:
             expired = plan.expire(now)
             if expired:
                 self.metrics.timeouts += len(expired)
-                log.info("uplink: no answer for %d batch(es); will resend", len(expired))
+                log.info(
+                    "uplink: no answer for %d batch(es); will resend", len(expired)
+                )
             sent_any = False
             while plan.has_room and now >= plan.paused_until:
                 pick = await self._pick(plan, backlog_end, now)
@@ -373,8 +390,9 @@ class Uplink:
                 asyncio.ensure_future(self.outbox.changed.wait()),
             ]
             try:
-                await asyncio.wait(waiters, timeout=min(wait, 5.0),
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waiters, timeout=min(wait, 5.0), return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 for w in waiters:
                     w.cancel()

@@ -100,7 +100,10 @@ def ingest_filters(*, shared: bool) -> list[str]:
     batches = f"{TOPIC_ROOT}/+/up/batch"
     status = f"{TOPIC_ROOT}/+/up/status"
     if shared:
-        return [f"$share/{INGEST_SHARE_GROUP}/{batches}", f"$share/{INGEST_SHARE_GROUP}/{status}"]
+        return [
+            f"$share/{INGEST_SHARE_GROUP}/{batches}",
+            f"$share/{INGEST_SHARE_GROUP}/{status}",
+        ]
     return [batches, status]
 
 
@@ -149,11 +152,15 @@ class Batch(_Msg):
             if not device_id or len(device_id) > 128:
                 raise ValueError("stream device id empty or longer than 128")
             if name not in QUANTITIES and not is_event_kind(name):
-                raise ValueError(f"stream {name!r} is neither a quantity nor an event kind")
+                raise ValueError(
+                    f"stream {name!r} is neither a quantity nor an event kind"
+                )
         seen: set[int] = set()
         for seq, _ts, stream, value in self.readings:
             if not self.first_seq <= seq <= self.last_seq:
-                raise ValueError(f"reading seq {seq} outside {self.first_seq}..{self.last_seq}")
+                raise ValueError(
+                    f"reading seq {seq} outside {self.first_seq}..{self.last_seq}"
+                )
             if not 0 <= stream < n_streams or self.streams[stream][1] not in QUANTITIES:
                 raise ValueError(f"reading seq {seq} names no quantity stream")
             if value != value or value in (float("inf"), float("-inf")):
@@ -161,8 +168,12 @@ class Batch(_Msg):
             seen.add(seq)
         for seq, _ts, stream, _data in self.events:
             if not self.first_seq <= seq <= self.last_seq:
-                raise ValueError(f"event seq {seq} outside {self.first_seq}..{self.last_seq}")
-            if not 0 <= stream < n_streams or not is_event_kind(self.streams[stream][1]):
+                raise ValueError(
+                    f"event seq {seq} outside {self.first_seq}..{self.last_seq}"
+                )
+            if not 0 <= stream < n_streams or not is_event_kind(
+                self.streams[stream][1]
+            ):
                 raise ValueError(f"event seq {seq} names no event stream")
             seen.add(seq)
         if len(seen) != len(self.readings) + len(self.events):
@@ -236,7 +247,9 @@ class _Down(BaseModel):
 
 def pack(message: BaseModel | dict[str, Any]) -> bytes:
     """Encode a contract message (a model, or an already built dict) as MessagePack."""
-    data = message.model_dump(mode="python") if isinstance(message, BaseModel) else message
+    data = (
+        message.model_dump(mode="python") if isinstance(message, BaseModel) else message
+    )
     return msgpack.packb(data, use_bin_type=True)
 
 
@@ -250,7 +263,9 @@ def _unpack(payload: bytes, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ContractError("top level is not a map")
     if data.get("v") != CONTRACT_VERSION:
-        raise ContractError(f"contract version {data.get('v')!r} is not {CONTRACT_VERSION}")
+        raise ContractError(
+            f"contract version {data.get('v')!r} is not {CONTRACT_VERSION}"
+        )
     return data
 
 
@@ -262,7 +277,7 @@ def _short(exc: ValidationError) -> str:
 
 
 def unpack_batch(payload: bytes) -> Batch:
-    """Decode and validate a batch; ``ContractError`` with a short reason if not valid."""
+    """Decode and validate a batch; ``ContractError`` with a short reason if not."""
     data = _unpack(payload, MAX_BATCH_BYTES)
     try:
         return Batch.model_validate(data)

@@ -105,9 +105,13 @@ def check_plausible(reading: Reading) -> None:
     if value != value or value in (float("inf"), float("-inf")):
         raise ImplausibleReading(f"{reading.quantity} is not a finite number")
     if reading.kind is QuantityKind.CUMULATIVE and not 0 <= value <= MAX_ENERGY_WH:
-        raise ImplausibleReading(f"{reading.quantity}={value} outside 0..{MAX_ENERGY_WH}")
+        raise ImplausibleReading(
+            f"{reading.quantity}={value} outside 0..{MAX_ENERGY_WH}"
+        )
     if reading.quantity.startswith("power") and abs(value) > MAX_ABS_POWER_W:
-        raise ImplausibleReading(f"{reading.quantity}={value} beyond {MAX_ABS_POWER_W} W")
+        raise ImplausibleReading(
+            f"{reading.quantity}={value} beyond {MAX_ABS_POWER_W} W"
+        )
 
 
 def ts_to_ms(ts: datetime) -> int:

@@ -1,0 +1,199 @@
+"""The edge agent: outbox, meters, uplink and metrics under one TaskGroup."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from edge.config import EdgeConfig
+from edge.meters import MeterService
+from edge.metrics import age_seconds, render_lines, serve_metrics
+from edge.outbox import Outbox
+from edge.uplink import Uplink, UplinkConfig
+from protocols.backoff import Backoff
+from protocols.urls import parse_mqtt_url
+
+log = logging.getLogger("fusebox.edge")
+
+SOFTWARE = "fusebox-edge/0.1.0"
+
+
+class EdgeAgent:
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.outbox = Outbox.open(
+            config.outbox.path,
+            cap_bytes=int(config.outbox.cap_mb * 1024 * 1024),
+            synchronous=config.outbox.synchronous,
+        )
+        self.meters = MeterService(config, self.outbox)
+        target = parse_mqtt_url(config.cloud.mqtt_url)
+        if config.cloud.username:
+            target = type(target)(
+                target.host,
+                target.port,
+                target.tls,
+                config.cloud.username,
+                config.cloud.password,
+            )
+        u = config.uplink
+        self.uplink = Uplink(
+            self.outbox,
+            UplinkConfig(
+                gateway_id=config.gateway_id,
+                target=target,
+                client_id=config.cloud.client_id or f"fusebox-edge-{config.gateway_id}",
+                batch_max_records=u.batch_max_records,
+                window=u.window,
+                ack_timeout_s=u.ack_timeout_s,
+                resend=Backoff(u.retry_base_s, u.retry_cap_s),
+                status_interval_s=u.status_interval_s,
+                software=SOFTWARE,
+            ),
+            extra_status=lambda: {"dropped_bad_input_total": self.meters.bad_total},
+        )
+
+    async def run(self) -> None:
+        await self.outbox.start()
+        log.info(
+            "edge %s: outbox %s (epoch %d), %d meter(s), cloud %s",
+            self.config.gateway_id,
+            self.config.outbox.path,
+            self.outbox.store.epoch,
+            len(self.meters.drivers),
+            parse_mqtt_url(self.config.cloud.mqtt_url).url(),
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.meters.run(), name="meters")
+                tg.create_task(self.uplink.run(), name="uplink")
+                tg.create_task(self._progress(), name="progress")
+                if self.config.metrics.listen:
+                    tg.create_task(
+                        serve_metrics(self.config.metrics.listen, self.render_metrics),
+                        name="metrics",
+                    )
+        finally:
+            await self.outbox.close()
+            log.info("edge %s: outbox closed cleanly", self.config.gateway_id)
+
+    async def _progress(self) -> None:
+        last_app, last_acked, last_t = -1, 0, time.monotonic()
+        while True:
+            await asyncio.sleep(10)
+            s = await self.outbox.stats()
+            now = time.monotonic()
+            app = s.counters["appended_total"]
+            acked = self.uplink.metrics.records_acked
+            if app != last_app or s.backlog_records:
+                log.info(
+                    "edge: %.0f readings/s in, %.0f/s acked by cloud; backlog %d "
+                    "(oldest %.0f s), outbox %.1f MB of %.0f MB, thinned %d, cloud %s",
+                    (app - max(last_app, 0)) / (now - last_t),
+                    (acked - last_acked) / (now - last_t),
+                    s.backlog_records,
+                    age_seconds(s.backlog_oldest_ms),
+                    s.used_bytes / 1e6,
+                    s.cap_bytes / 1e6,
+                    s.counters["thinned_total"],
+                    "connected" if self.uplink.metrics.connected else "unreachable",
+                )
+            last_app, last_acked, last_t = app, acked, now
+
+    async def render_metrics(self) -> str:
+        s = await self.outbox.stats()
+        u = self.uplink.metrics
+        c = s.counters
+        samples: list[tuple[str, str, dict[str, str], float]] = [
+            (
+                "fusebox_outbox_backlog_records",
+                "records waiting for the cloud",
+                {},
+                s.backlog_records,
+            ),
+            (
+                "fusebox_outbox_backlog_age_seconds",
+                "age of the oldest waiting record",
+                {},
+                age_seconds(s.backlog_oldest_ms),
+            ),
+            (
+                "fusebox_outbox_used_bytes",
+                "bytes in use in the outbox",
+                {},
+                s.used_bytes,
+            ),
+            ("fusebox_outbox_cap_bytes", "outbox disk cap", {}, s.cap_bytes),
+            (
+                "fusebox_outbox_appended_total",
+                "records appended",
+                {},
+                c["appended_total"],
+            ),
+            (
+                "fusebox_outbox_thinned_total",
+                "power samples thinned at the cap",
+                {},
+                c["thinned_total"],
+            ),
+            (
+                "fusebox_outbox_duplicates_total",
+                "redelivered readings dropped",
+                {},
+                c["duplicate_total"],
+            ),
+            (
+                "fusebox_outbox_rejected_total",
+                "records the cloud rejected",
+                {},
+                c["rejected_total"],
+            ),
+            (
+                "fusebox_meters_connected",
+                "1 when subscribed on the site broker",
+                {},
+                1.0 if self.meters.connected else 0.0,
+            ),
+            (
+                "fusebox_uplink_connected",
+                "1 when the cloud broker is connected",
+                {},
+                1.0 if u.connected else 0.0,
+            ),
+            ("fusebox_uplink_batches_sent_total", "batches sent", {}, u.batches_sent),
+            ("fusebox_uplink_acks_total", "acks received", {}, u.acks),
+            ("fusebox_uplink_busy_total", "busy answers received", {}, u.busy),
+            (
+                "fusebox_uplink_timeouts_total",
+                "batches resent for want of an ack",
+                {},
+                u.timeouts,
+            ),
+            (
+                "fusebox_uplink_records_acked_total",
+                "records pruned after an ack",
+                {},
+                u.records_acked,
+            ),
+        ]
+        for d in self.meters.drivers:
+            lab = {"meter": d.id}
+            samples.append(
+                (
+                    "fusebox_meter_readings_total",
+                    "readings stored",
+                    lab,
+                    d.counters.readings,
+                )
+            )
+            for reason, n in sorted(d.counters.bad.items()):
+                samples.append(
+                    (
+                        "fusebox_meter_bad_payloads_total",
+                        "payloads not stored, by reason",
+                        {**lab, "reason": reason},
+                        n,
+                    )
+                )
+        return render_lines(samples)

@@ -1,0 +1,214 @@
+"""The edge config file (TOML), validated by pydantic.
+
+``load_config(path)`` returns an ``EdgeConfig`` or raises ``ConfigError`` whose
+message names the file, the field and the fix; ``fusebox edge run`` turns that into
+exit code 2. ``FUSEBOX_CLOUD_MQTT_URL`` and ``FUSEBOX_LOCAL_MQTT_URL`` override the
+URLs in the file (the docker-compose file and the demo use that).
+
+Meters are a union discriminated on ``type``, so the config schema and the driver
+registry (``edge.meters.DRIVERS``) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edge import ConfigError
+from protocols.meters import GenericMapping
+from protocols.urls import BadURL, parse_mqtt_url
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_url(value: str) -> str:
+    try:
+        parse_mqtt_url(value)
+    except BadURL as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class CloudLink(_Strict):
+    mqtt_url: str = Field(description="the cloud broker, mqtt://host:1883 or mqtts://")
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = Field(
+        default=None, description="defaults to fusebox-edge-<gateway_id>"
+    )
+
+    _url = field_validator("mqtt_url")(_check_url)
+
+
+class LocalBroker(_Strict):
+    mqtt_url: str = Field(
+        default="mqtt://127.0.0.1:1883", description="the site's broker the meters use"
+    )
+    username: str | None = None
+    password: str | None = None
+
+    _url = field_validator("mqtt_url")(_check_url)
+
+
+class OutboxConfig(_Strict):
+    path: Path = Field(default=Path("var/edge/outbox.db"))
+    cap_mb: float = Field(
+        default=512, gt=0, description="disk cap; past it power samples are thinned"
+    )
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL survives power loss; NORMAL only a process crash",
+    )
+
+
+class UplinkSettings(_Strict):
+    batch_max_records: int = Field(default=5000, ge=1, le=20_000)
+    window: int = Field(default=4, ge=1, le=64)
+    ack_timeout_s: float = Field(default=30, gt=0, le=600)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    retry_cap_s: float = Field(default=60, gt=0)
+    status_interval_s: float = Field(default=10, gt=0)
+
+
+class MetricsSettings(_Strict):
+    listen: str | None = Field(
+        default=None, description="host:port for Prometheus /metrics, off when unset"
+    )
+
+
+class _Meter(_Strict):
+    id: str = Field(pattern=_ID, description="device id used in readings")
+
+
+class GlowMeter(_Meter):
+    """Hildebrand Glow (SMETS2 consumer access device), local MQTT."""
+
+    type: Literal["glow"]
+    topic: str = Field(description="base topic, e.g. glow/ABCDEF123456")
+
+
+class TasmotaMeter(_Meter):
+    """Tasmota energy or SML telemetry on tele/<device>/SENSOR."""
+
+    type: Literal["tasmota"]
+    topic: str = Field(description="tele/<device topic>, e.g. tele/tasmota_5A3B1C")
+    timezone: str = Field(default="UTC", description="the device's local time zone")
+
+
+class ShellyMeter(_Meter):
+    """Shelly Pro EM / Pro 3EM (Gen2) over MQTT."""
+
+    type: Literal["shelly"]
+    topic: str = Field(description="the device's MQTT prefix, e.g. shellypro3em-abc")
+
+
+class GenericMeter(_Meter):
+    """Any JSON payload, mapped field by field."""
+
+    type: Literal["generic"]
+    topic: str = Field(
+        description="the exact topic (or filter) the device publishes on"
+    )
+    mapping: GenericMapping
+
+
+MeterConfig = Annotated[
+    GlowMeter | TasmotaMeter | ShellyMeter | GenericMeter, Field(discriminator="type")
+]
+
+
+class EdgeConfig(_Strict):
+    gateway_id: str = Field(pattern=_ID)
+    cloud: CloudLink
+    local: LocalBroker = Field(default_factory=LocalBroker)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    uplink: UplinkSettings = Field(default_factory=UplinkSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    meters: list[MeterConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_meter_ids(self) -> EdgeConfig:
+        seen: set[str] = set()
+        for m in self.meters:
+            if m.id in seen:
+                raise ValueError(f"meter id {m.id!r} is used twice; ids must be unique")
+            seen.add(m.id)
+        return self
+
+
+_FIXES = {
+    "missing": "add it",
+    "extra_forbidden": "remove it, or check its spelling",
+    "union_tag_invalid": "use one of: glow, tasmota, shelly, generic",
+    "union_tag_not_found": 'add type = "glow" | "tasmota" | "shelly" | "generic"',
+    "string_pattern_mismatch": "use letters, digits, '_', '.', '-' (at most 64)",
+}
+
+
+def _explain(exc: ValidationError, path: Path) -> str:
+    lines = [f"{path}: {exc.error_count()} problem(s) in the edge config"]
+    for err in exc.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += (
+                f"[{part}]"
+                if isinstance(part, int)
+                else (f".{part}" if loc else str(part))
+            )
+        fix = _FIXES.get(err["type"], "")
+        msg = err["msg"]
+        lines.append(f"  {loc or '(top level)'}: {msg}" + (f" -> {fix}" if fix else ""))
+    lines.append("A commented example: fusebox edge init --out edge.toml")
+    return "\n".join(lines)
+
+
+def parse_config(
+    data: dict[str, Any], *, source: Path = Path("<config>")
+) -> EdgeConfig:
+    env_cloud = os.environ.get("FUSEBOX_CLOUD_MQTT_URL")
+    env_local = os.environ.get("FUSEBOX_LOCAL_MQTT_URL")
+    # a table that is not a table (``cloud = "..."``) is left for validation to name
+    if env_cloud and isinstance(data.setdefault("cloud", {}), dict):
+        data["cloud"]["mqtt_url"] = env_cloud
+    if env_local and isinstance(data.setdefault("local", {}), dict):
+        data["local"]["mqtt_url"] = env_local
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> EdgeConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a text file in UTF-8 ({exc.reason} at byte {exc.start}); "
+            "TOML files must be UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{p}: cannot read the edge config ({exc.strerror}); "
+            "create one with: fusebox edge init --out " + str(p)
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, source=p)

@@ -1,0 +1,293 @@
+"""Meter drivers: subscribe on the site's broker, decode, append to the outbox.
+
+One MQTT connection to the local broker carries every meter's subscription; each
+meter has its own task and queue (a slow or broken meter delays no other). A
+message is acknowledged to the broker (QoS 1 PUBACK) only after its readings are
+durable in the outbox, so a gateway killed at any instant loses nothing: the broker
+redelivers what was not acknowledged to the persistent session, and the outbox
+drops the redelivered readings it already holds (same stream, same or older time).
+
+A payload that cannot be decoded is counted by reason and logged when the meter's
+state changes (ok -> failing, failing -> ok), then acknowledged: sending the same
+bytes again would not help. When the outbox is full (only registers and events
+left) the message stays unacknowledged and the driver retries, so the broker keeps
+it meanwhile.
+
+Drivers are found by the config's ``type`` in ``DRIVERS``: to add a meter model,
+add a decoder in ``protocols.meters``, a config class in ``edge.config`` and a line
+here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from edge import OutboxFull
+from edge.config import (
+    EdgeConfig,
+    GenericMeter,
+    GlowMeter,
+    MeterConfig,
+    ShellyMeter,
+    TasmotaMeter,
+)
+from edge.outbox import Outbox
+from protocols import meters as decoders
+from protocols.backoff import Backoff
+from protocols.readings import Reading
+from protocols.urls import parse_mqtt_url
+
+log = logging.getLogger("fusebox.edge.meters")
+
+Decode = Callable[[str, bytes, datetime], list[Reading]]
+
+
+@dataclass(slots=True)
+class MeterCounters:
+    messages: int = 0
+    readings: int = 0
+    duplicates: int = 0
+    backwards: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    last_values: dict[str, float] = field(default_factory=dict)
+    last_ts: datetime | None = None
+
+
+class MeterDriver:
+    """One configured meter: its topic filters, its decoder and its counters."""
+
+    def __init__(self, config: MeterConfig, filters: list[str], decode: Decode) -> None:
+        self.config = config
+        self.id = config.id
+        self.filters = filters
+        self.decode = decode
+        self.counters = MeterCounters()
+        self.queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self._failing: str | None = None
+
+    def wants(self, topic: aiomqtt.Topic) -> bool:
+        return any(topic.matches(f) for f in self.filters)
+
+    def note_ok(self) -> None:
+        if self._failing is not None:
+            log.info("meter %s: payloads decode again", self.id)
+            self._failing = None
+
+    def note_bad(self, reason: str, detail: str, count: int = 1) -> None:
+        self.counters.bad[reason] += count
+        if self._failing != reason:
+            log.warning(
+                "meter %s: bad payload (%s): %s; counted, other readings keep flowing",
+                self.id,
+                reason,
+                detail[:300],
+            )
+            self._failing = reason
+
+
+def _glow(cfg: GlowMeter) -> MeterDriver:
+    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
+        return decoders.decode_glow(payload, device_id=cfg.id, now=now)
+
+    return MeterDriver(
+        cfg, list(decoders.meter_topic_filters("glow", cfg.topic)), decode
+    )
+
+
+def _tasmota(cfg: TasmotaMeter) -> MeterDriver:
+    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
+        return decoders.decode_tasmota(
+            payload, device_id=cfg.id, now=now, timezone=cfg.timezone
+        )
+
+    return MeterDriver(
+        cfg, list(decoders.meter_topic_filters("tasmota", cfg.topic)), decode
+    )
+
+
+def _shelly(cfg: ShellyMeter) -> MeterDriver:
+    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
+        return decoders.decode_shelly(payload, topic=topic, device_id=cfg.id, now=now)
+
+    return MeterDriver(
+        cfg, list(decoders.meter_topic_filters("shelly", cfg.topic)), decode
+    )
+
+
+def _generic(cfg: GenericMeter) -> MeterDriver:
+    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
+        return decoders.decode_generic(
+            payload, device_id=cfg.id, now=now, mapping=cfg.mapping
+        )
+
+    return MeterDriver(cfg, [cfg.topic], decode)
+
+
+DRIVERS: dict[str, Callable[..., MeterDriver]] = {
+    "glow": _glow,
+    "tasmota": _tasmota,
+    "shelly": _shelly,
+    "generic": _generic,
+}
+
+
+class _InOrderAcks:
+    """PUBACKs must go out in the order the PUBLISHes came in (MQTT 3.1.1,
+    4.6.0-2) although meters finish at different times."""
+
+    def __init__(self, send: Callable[[int, int], None]) -> None:
+        self._send = send
+        self._pending: deque[list[int | bool]] = deque()
+
+    def track(self, mid: int, qos: int) -> list[int | bool]:
+        entry: list[int | bool] = [mid, qos, False]
+        self._pending.append(entry)
+        return entry
+
+    def done(self, entry: list[int | bool]) -> None:
+        entry[2] = True
+        while self._pending and self._pending[0][2]:
+            mid, qos, _ = self._pending.popleft()
+            if int(qos) > 0:
+                self._send(int(mid), int(qos))
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
+class MeterService:
+    """Runs every configured meter on one connection to the local broker."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        outbox: Outbox,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.drivers = [DRIVERS[m.type](m) for m in config.meters]
+        self.unmatched = 0
+        self.connected = False
+
+    @property
+    def bad_total(self) -> int:
+        return sum(sum(d.counters.bad.values()) for d in self.drivers)
+
+    async def run(self) -> None:
+        if not self.drivers:
+            log.info("meters: none configured")
+            await asyncio.Event().wait()
+        target = parse_mqtt_url(self.config.local.mqtt_url)
+        attempt = 0
+        while True:
+            client = aiomqtt.Client(
+                target.host,
+                target.port,
+                username=self.config.local.username or target.username,
+                password=self.config.local.password or target.password,
+                identifier=f"fusebox-edge-{self.config.gateway_id}-meters",
+                # persistent session: the broker queues readings while we are down
+                clean_session=False,
+                keepalive=30,
+                tls_params=aiomqtt.TLSParameters() if target.tls else None,
+                timeout=10,
+            )
+            # aiomqtt has no switch for this; paho (underneath) acks only when told
+            paho = client._client
+            paho.manual_ack_set(True)
+            acks = _InOrderAcks(paho.ack)
+            try:
+                async with client:
+                    for d in self.drivers:
+                        for f in d.filters:
+                            await client.subscribe(f, qos=1)
+                    self.connected = True
+                    log.info("meters: subscribed on %s", target.url())
+                    attempt = 0
+                    async with asyncio.TaskGroup() as tg:
+                        for d in self.drivers:
+                            tg.create_task(self._drive(d, acks), name=f"meter-{d.id}")
+                        tg.create_task(
+                            self._dispatch(client, acks), name="meters-dispatch"
+                        )
+            except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                self.connected = False
+                acks.clear()  # unacknowledged messages come again after reconnect
+                for d in self.drivers:
+                    while not d.queue.empty():
+                        d.queue.get_nowait()
+                if attempt == 0:
+                    log.warning(
+                        "meters: local broker %s lost (%s); reconnecting",
+                        target.url(),
+                        group.exceptions[0],
+                    )
+                await asyncio.sleep(Backoff(0.2, 10).delay(attempt, self.rng))
+                attempt += 1
+
+    async def _dispatch(self, client: aiomqtt.Client, acks: _InOrderAcks) -> None:
+        async for message in client.messages:
+            entry = acks.track(message.mid, message.qos)
+            driver = next((d for d in self.drivers if d.wants(message.topic)), None)
+            if driver is None:
+                self.unmatched += 1
+                acks.done(entry)
+                continue
+            message._fusebox_ack = entry  # type: ignore[attr-defined]
+            driver.queue.put_nowait(message)
+
+    async def _drive(self, driver: MeterDriver, acks: _InOrderAcks) -> None:
+        while True:
+            message = await driver.queue.get()
+            entry = message._fusebox_ack  # type: ignore[attr-defined]
+            payload = message.payload
+            raw = (
+                payload
+                if isinstance(payload, bytes | bytearray)
+                else str(payload).encode()
+            )
+            driver.counters.messages += 1
+            try:
+                readings = driver.decode(message.topic.value, bytes(raw), self.clock())
+            except decoders.MeterDecodeError as exc:
+                driver.note_bad(str(exc.reason), str(exc))
+                acks.done(entry)
+                continue
+            driver.note_ok()
+            attempt = 0
+            while True:
+                try:
+                    result = await self.outbox.append(readings)
+                    break
+                except OutboxFull as exc:
+                    if attempt == 0:
+                        log.error("meter %s: %s", driver.id, exc)
+                    await asyncio.sleep(Backoff(1, 30).delay(attempt, self.rng))
+                    attempt += 1
+            c = driver.counters
+            c.readings += result.accepted
+            c.duplicates += result.duplicates
+            if result.backwards:
+                c.backwards += result.backwards
+                driver.note_bad(
+                    "register_backwards",
+                    f"{result.backwards} cumulative register reading(s) below the last",
+                    result.backwards,
+                )
+            for r in readings:
+                c.last_values[r.quantity] = r.value
+                c.last_ts = r.ts
+            acks.done(entry)

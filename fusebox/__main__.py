@@ -1,0 +1,3 @@
+from fusebox.cli import main
+
+raise SystemExit(main())

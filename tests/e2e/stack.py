@@ -1,0 +1,286 @@
+"""The whole reading path as real processes, for end-to-end fault tests.
+
+    meters (fusebox sim meter, --ledger) -> site Mosquitto -> fusebox edge run
+      -> cloud Mosquitto -> fusebox cloud ingest (one or more) -> PostgreSQL
+
+``Stack.reconcile()`` compares every meter's ledger (what the broker acknowledged
+from the meter) against the cloud's rows: each ledgered reading must be stored
+exactly once, with its exact value, and nothing else may be there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from simulators.meter import read_ledger, sim_base_topic
+from tests.harness.mosquitto import MosquittoServer
+from tests.harness.procs import Proc, Procs
+from tests.harness.timing import eventually, timeout
+
+GATEWAY = "gw-e2e"
+
+
+@dataclass
+class Reconciliation:
+    ledgered: int = 0
+    stored: int = 0
+    missing: list[tuple[str, int, float]] = field(default_factory=list)
+    duplicated: list[tuple[str, int]] = field(default_factory=list)
+    wrong_value: list[tuple[str, int, float, float]] = field(default_factory=list)
+    unexpected: list[tuple[str, int]] = field(default_factory=list)
+    power_rows: int = 0
+
+    @property
+    def exact(self) -> bool:
+        return (
+            not self.missing
+            and not self.duplicated
+            and not self.wrong_value
+            and not self.unexpected
+            and self.power_rows == self.ledgered
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"ledgered {self.ledgered}, stored {self.stored}, power rows "
+            f"{self.power_rows}, missing {len(self.missing)} {self.missing[:3]}, "
+            f"duplicated {len(self.duplicated)} {self.duplicated[:3]}, wrong value "
+            f"{len(self.wrong_value)} {self.wrong_value[:3]}, unexpected "
+            f"{len(self.unexpected)} {self.unexpected[:3]}"
+        )
+
+
+@dataclass
+class Meter:
+    device: str
+    format: str
+    ledger: Path
+    proc: Proc | None = None
+
+
+class Stack:
+    def __init__(
+        self,
+        *,
+        procs: Procs,
+        site: MosquittoServer,
+        cloud: MosquittoServer,
+        dsn: str,
+        work: Path,
+        metrics_port: int,
+    ) -> None:
+        self.procs = procs
+        self.site = site
+        self.cloud = cloud
+        self.dsn = dsn
+        self.work = work
+        self.metrics_port = metrics_port
+        self.meters: dict[str, Meter] = {}
+        self.edge_config = work / "edge.toml"
+
+    # ------------------------------------------------------------------ processes
+
+    def ingest(self, name: str = "ingest-1", *, dsn: str | None = None) -> Proc:
+        return self.procs.start(
+            [
+                "fusebox",
+                "cloud",
+                "ingest",
+                "--database-url",
+                dsn or self.dsn,
+                "--mqtt-url",
+                self.cloud.url,
+                "--shared",
+                "yes",
+            ],
+            name=name,
+        )
+
+    def add_meter(self, fmt: str, device: str) -> Meter:
+        ledger = self.work / f"ledger-{device}.jsonl"
+        m = Meter(device=device, format=fmt, ledger=ledger)
+        self.meters[device] = m
+        return m
+
+    def write_edge_config(self, *, cap_mb: float = 64) -> Path:
+        meters = "\n".join(
+            f'[[meters]]\ntype = "{m.format}"\nid = "{m.device}"\n'
+            f'topic = "{sim_base_topic(m.format, m.device)}"\n'
+            for m in self.meters.values()
+        )
+        self.edge_config.write_text(
+            f"""gateway_id = "{GATEWAY}"
+[cloud]
+mqtt_url = "{self.cloud.url}"
+[local]
+mqtt_url = "{self.site.url}"
+[outbox]
+path = "{self.work / "outbox.db"}"
+cap_mb = {cap_mb}
+[uplink]
+batch_max_records = 500
+window = 4
+ack_timeout_s = 3
+retry_base_s = 0.2
+retry_cap_s = 3
+status_interval_s = 1
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
+{meters}"""
+        )
+        return self.edge_config
+
+    def edge(self, name: str = "edge") -> Proc:
+        if not self.edge_config.exists():
+            self.write_edge_config()
+        return self.procs.start(
+            ["fusebox", "edge", "run", "--config", str(self.edge_config)], name=name
+        )
+
+    async def edge_ready(self) -> None:
+        """Wait until the edge is subscribed on the site broker: readings published
+        before its first subscription have no session to be queued in."""
+
+        def subscribed() -> bool:
+            return self.metrics().get("fusebox_meters_connected") == 1.0
+
+        await eventually(subscribed, timeout_s=timeout(30), message="edge subscribed")
+
+    def start_meter(
+        self, device: str, *, count: int, interval_s: float = 0.05, resume: bool = False
+    ) -> Proc:
+        m = self.meters[device]
+        argv = [
+            "fusebox",
+            "sim",
+            "meter",
+            "--broker",
+            self.site.url,
+            "--format",
+            m.format,
+            "--device",
+            device,
+            "--interval",
+            str(interval_s),
+            "--step",
+            "10",
+            "--count",
+            str(count),
+            "--ledger",
+            str(m.ledger),
+            "--max-backoff",
+            "1",
+            "--log-every",
+            "5",
+        ]
+        if resume:
+            argv.append("--resume-ledger")
+        m.proc = self.procs.start(argv, name=f"meter-{device}")
+        return m.proc
+
+    async def wait_meters_done(self, timeout_s: float) -> None:
+        for m in self.meters.values():
+            assert m.proc is not None
+            code = await m.proc.wait_async(timeout_s=timeout_s)
+            assert code == 0, f"meter {m.device} exited {code}:\n{m.proc.log_tail(20)}"
+
+    # ------------------------------------------------------------------ observing
+
+    def ledger_count(self) -> int:
+        return sum(
+            sum(1 for _ in read_ledger(m.ledger))
+            for m in self.meters.values()
+            if m.ledger.exists()
+        )
+
+    async def stored_count(self) -> int:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            n: int = await conn.fetchval(
+                "SELECT count(*) FROM readings_v WHERE gateway_id = $1 "
+                "AND quantity = 'import_energy_wh'",
+                GATEWAY,
+            )
+            return n
+        except asyncpg.UndefinedTableError:
+            return 0
+        finally:
+            await conn.close()
+
+    def metrics(self) -> dict[str, float]:
+        """The edge's Prometheus samples, ``name{labels}`` -> value."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    async def reconcile(self) -> Reconciliation:
+        expected: dict[tuple[str, int], float] = {}
+        for m in self.meters.values():
+            if m.ledger.exists():
+                for e in read_ledger(m.ledger):
+                    key = (m.device, int(e.ts.timestamp() * 1000))
+                    expected[key] = e.import_energy_wh
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT device_id, (extract(epoch FROM ts) * 1000)::bigint AS ts_ms,"
+                " value, quantity FROM readings_v WHERE gateway_id = $1"
+                " AND quantity IN ('import_energy_wh', 'power_w')",
+                GATEWAY,
+            )
+        finally:
+            await conn.close()
+        rec = Reconciliation(ledgered=len(expected))
+        seen: Counter[tuple[str, int]] = Counter()
+        for r in rows:
+            if r["quantity"] == "power_w":
+                rec.power_rows += 1
+                continue
+            key = (r["device_id"], r["ts_ms"])
+            seen[key] += 1
+            rec.stored += 1
+            if key not in expected:
+                rec.unexpected.append(key)
+            elif r["value"] != expected[key]:
+                rec.wrong_value.append((*key, r["value"], expected[key]))
+        for key, value in expected.items():
+            if seen[key] == 0:
+                rec.missing.append((*key, value))
+            elif seen[key] > 1:
+                rec.duplicated.append(key)
+        return rec
+
+    async def wait_reconciled(self, timeout_s: float) -> Reconciliation:
+        """Wait until every ledgered reading is stored, then check exactness."""
+        last: list[Reconciliation] = []
+
+        async def complete() -> bool:
+            rec = await self.reconcile()
+            last[:] = [rec]
+            return not rec.missing and rec.power_rows >= rec.ledgered
+
+        with contextlib.suppress(AssertionError):
+            await eventually(
+                complete,
+                timeout_s=timeout_s,
+                interval_s=0.5,
+                message="all ledgered readings stored",
+            )
+        rec = last[0] if last else await self.reconcile()
+        # settle: anything extra (a duplicate) would arrive right behind
+        await asyncio.sleep(timeout(1))
+        rec = await self.reconcile()
+        return rec

@@ -1,0 +1,70 @@
+"""A private Mosquitto per test: the ``mosquitto`` and ``mosquitto2`` fixtures.
+
+Each server has its own free port on 127.0.0.1, its config, persistence and log in a
+tmp dir, and keeps its port across :meth:`~MosquittoServer.restart`. Persistence is on
+(saved every second and at SIGTERM), so a restart keeps retained messages, persistent
+sessions and their queued QoS 1 messages like a real deployment; ``kill()`` is a crash.
+
+Use ``mosquitto.url`` (``mqtt://127.0.0.1:PORT``) for clients; ``mosquitto2`` is an
+independent second broker for tests that need a site broker and a cloud broker. When a
+test fails, look at ``mosquitto.log_tail()`` (or the log under the tmp dir).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fusebox.embedded import MosquittoProcess
+from tests.harness.timing import timeout
+
+__all__ = ["MosquittoServer", "mosquitto", "mosquitto2"]
+
+
+class MosquittoServer(MosquittoProcess):
+    """Mosquitto for tests: deep queues, 1 s autosave, start timeout in test units.
+
+    ``MosquittoServer(state_dir).start()``; then ``stop()``, ``kill()`` (SIGKILL),
+    ``restart()`` (same port), ``url``, ``port``, ``log_tail(n)``. Raises
+    ``MosquittoNotFoundError`` saying to ``apt-get install mosquitto`` if it is missing.
+    """
+
+    def __init__(self, state_dir: Path, *, port: int | None = None) -> None:
+        super().__init__(
+            state_dir=state_dir,
+            host="127.0.0.1",
+            port=port,
+            autosave_interval_s=1,
+            max_queued_messages=1_000_000,
+            max_inflight_messages=100,
+            start_timeout_s=timeout(10),
+        )
+
+    @property
+    def mqtt_port(self) -> int:
+        """The port as an ``int`` (``port`` is ``None`` only before the first start)."""
+        return self._require_port()
+
+
+def _serve(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[MosquittoServer]:
+    server = MosquittoServer(tmp_path_factory.mktemp(name)).start()
+    try:
+        yield server
+    finally:
+        server.stop(timeout_s=timeout(5))
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    """A started private Mosquitto, stopped at teardown."""
+    yield from _serve(tmp_path_factory, "mosquitto")
+
+
+@pytest.fixture
+def mosquitto2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoServer]:
+    """A second, independent Mosquitto (e.g. the cloud broker next to a site broker)."""
+    yield from _serve(tmp_path_factory, "mosquitto2")
