@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     e_check.set_defaults(func=cmd_edge_check)
     e_init = edge.add_parser("init", help="write a commented starter config")
     e_init.add_argument("--out", required=True)
-    e_init.add_argument("--gateway-id", default="gw-demo-1")
+    e_init.add_argument("--gateway-id", default="gw-site-1")
     e_init.add_argument("--force", action="store_true")
     e_init.set_defaults(func=cmd_edge_init)
 

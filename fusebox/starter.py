@@ -80,7 +80,7 @@ listen = "127.0.0.1:9108"
 {meters}"""
 
 
-def starter_config(*, gateway_id: str = "gw-demo-1") -> str:
+def starter_config(*, gateway_id: str = "gw-site-1") -> str:
     meters = "\n".join(
         f'[[meters]]\ntype = "{fmt}"\nid = "{mid}"\ntopic = "{topic}"\n'
         for mid, fmt, topic, _device in DEMO_METERS

@@ -52,10 +52,10 @@ def test_starter_config_parses(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, starter_config()))
 
     assert isinstance(config, EdgeConfig)
-    assert config.gateway_id == "gw-demo-1"
+    assert config.gateway_id == "gw-site-1"
     assert config.cloud.mqtt_url == "mqtt://127.0.0.1:18830"
     assert config.local.mqtt_url == "mqtt://127.0.0.1:18831"
-    assert config.outbox.path == Path("var/edge/gw-demo-1/outbox.db")
+    assert config.outbox.path == Path("var/edge/gw-site-1/outbox.db")
     assert config.outbox.cap_mb == 512
     assert config.outbox.synchronous == "FULL"
     assert config.uplink.batch_max_records == 5000
@@ -338,7 +338,7 @@ def test_edge_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
 
     result = _fusebox("edge", "check", "--config", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{out}: ok (gateway gw-demo-1, 3 meter(s))"
+    assert result.stdout.strip() == f"{out}: ok (gateway gw-site-1, 3 meter(s))"
 
     # init refuses to overwrite without --force
     out.write_text("# mine\n")

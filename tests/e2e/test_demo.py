@@ -1,0 +1,47 @@
+"""The README's first command: ``fusebox demo`` shows readings in the cloud within
+30 s and stops cleanly, on embedded defaults (no servers needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.timing import timeout
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("broker", ["auto", "amqtt"])
+def test_demo_shows_readings_within_30s(tmp_path: Path, broker: str) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusebox",
+            "demo",
+            "--duration",
+            "30",
+            "--interval",
+            "1",
+            "--state-dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout(180),
+        env={**os.environ, "FUSEBOX_EMBEDDED_BROKER": broker},
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-3])
+    assert summary["first_reading_s"] is not None
+    assert summary["first_reading_s"] < 30
+    assert summary["readings_in_cloud"] > 0
+    for device in ("grid-glow", "grid-tasmota", "grid-shelly"):
+        assert device in result.stdout, f"{device} not shown live"
+    assert "stopped cleanly." in result.stdout
