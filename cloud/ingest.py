@@ -505,14 +505,16 @@ class IngestWorker:
             ):
                 log.warning("ingest: could not record the rejected batch")
         try:
-            answer = contract.Reject(
-                gw=gw or "",
-                epoch=head.get("epoch"),
-                first_seq=head.get("first_seq"),
-                last_seq=head.get("last_seq"),
-                reason=reason[:500],
+            answer = contract.Reject.model_validate(
+                {
+                    "gw": gw or "",
+                    "epoch": head.get("epoch"),
+                    "first_seq": head.get("first_seq"),
+                    "last_seq": head.get("last_seq"),
+                    "reason": reason[:500],
+                }
             )
-        except Exception:
+        except ValueError:
             return  # the batch does not even name its range: nothing to answer
         if answer.gw == head.get("gw"):
             await self._reply(client, answer)

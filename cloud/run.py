@@ -49,10 +49,10 @@ async def run_api(settings: CloudSettings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    # the surrounding process owns the signals (one Ctrl-C stops every service)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     log.info("api: serving on http://%s:%d", settings.api_host, settings.api_port)
-    await server.serve()
+    # The surrounding process owns the signals: one Ctrl-C cancels every service
+    # of ``fusebox cloud run``, so serve without uvicorn's own signal capture.
+    await server._serve()
 
 
 async def run_all(settings: CloudSettings, *, shared: bool) -> None:

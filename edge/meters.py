@@ -143,7 +143,7 @@ class _InOrderAcks:
     """PUBACKs must go out in the order the PUBLISHes came in (MQTT 3.1.1,
     4.6.0-2) although meters finish at different times."""
 
-    def __init__(self, send: Callable[[int, int], None]) -> None:
+    def __init__(self, send: Callable[[int, int], object]) -> None:
         self._send = send
         self._pending: deque[list[int | bool]] = deque()
 
@@ -208,6 +208,7 @@ class MeterService:
             # aiomqtt has no switch for this; paho (underneath) acks only when told
             paho = client._client
             paho.manual_ack_set(True)
+
             acks = _InOrderAcks(paho.ack)
             try:
                 async with client:

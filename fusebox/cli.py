@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.set_defaults(func=cmd_cloud)
 
     sim = sub.add_parser("sim", help="simulated devices").add_subparsers(
-        dest="device", required=True
+        dest="sim_device", required=True
     )
     s_meter = sim.add_parser("meter", help="an MQTT smart meter with household load")
     from simulators import meter as meter_sim

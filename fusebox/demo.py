@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -50,7 +50,9 @@ class _Procs:
         self.log_dir = log_dir
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "fusebox", *argv],
@@ -129,14 +131,15 @@ def _render(
         per_device.setdefault(r["device_id"], {})[r["quantity"]] = r["value"]
     for device, values in sorted(per_device.items()):
         kwh = values.get("import_energy_wh", 0.0) / 1000
+        power_w = values.get("power_w", 0.0)
         lines.append(
-            f"  {device:<14} import {kwh:12,.3f} kWh   power {values.get('power_w', 0):7,.0f} W"
+            f"  {device:<14} import {kwh:12,.3f} kWh   power {power_w:7,.0f} W"
         )
     return "\n".join(lines)
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    state = Path(args.state_dir).resolve()
+    state = Path(args.state_dir)
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(f"Fusebox demo: state and logs in {state}", flush=True)
@@ -147,18 +150,22 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         pg = await asyncio.to_thread(embedded.start_embedded_postgres, state / "pg")
         stops.append(pg.stop)
         prefer = os.environ.get("FUSEBOX_EMBEDDED_BROKER", "auto")
+        if prefer not in ("auto", "mosquitto", "amqtt"):
+            print("  FUSEBOX_EMBEDDED_BROKER must be auto, mosquitto or amqtt")
+            return 2
+        prefer_kind = cast(embedded.BrokerPreference, prefer)
         cloud_broker = await asyncio.to_thread(
             embedded.pick_broker,
             state / "cloud-broker",
             port=DEMO_CLOUD_MQTT_PORT,
-            prefer=prefer,
+            prefer=prefer_kind,
         )
         stops.append(cloud_broker.stop)
         site_broker = await asyncio.to_thread(
             embedded.pick_broker,
             state / "site-broker",
             port=DEMO_LOCAL_MQTT_PORT,
-            prefer=prefer,
+            prefer=prefer_kind,
         )
         stops.append(site_broker.stop)
         kind = type(cloud_broker).__name__
@@ -170,11 +177,16 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         procs.start(
             "cloud",
             [
-                "cloud", "run",
-                "--database-url", pg.dsn,
-                "--mqtt-url", cloud_broker.url,
-                "--shared", "yes" if cloud_broker.supports_shared_subscriptions else "no",
-                "--api-port", str(api_port),
+                "cloud",
+                "run",
+                "--database-url",
+                pg.dsn,
+                "--mqtt-url",
+                cloud_broker.url,
+                "--shared",
+                "yes" if cloud_broker.supports_shared_subscriptions else "no",
+                "--api-port",
+                str(api_port),
             ],
         )
         metrics_port = _free_port()
@@ -196,12 +208,18 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             procs.start(
                 f"meter-{device}",
                 [
-                    "sim", "meter",
-                    "--broker", site_broker.url,
-                    "--format", fmt,
-                    "--device", device,
-                    "--interval", str(args.interval),
-                    "--ledger", str(state / f"ledger-{device}.jsonl"),
+                    "sim",
+                    "meter",
+                    "--broker",
+                    site_broker.url,
+                    "--format",
+                    fmt,
+                    "--device",
+                    device,
+                    "--interval",
+                    str(args.interval),
+                    "--ledger",
+                    str(state / f"ledger-{device}.jsonl"),
                     "--resume-ledger",
                 ],
             )
@@ -222,7 +240,9 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                 break
             dead = procs.dead()
             if dead:
-                print(f"  stopped unexpectedly: {', '.join(dead)}; see {logs}", flush=True)
+                print(
+                    f"  stopped unexpectedly: {', '.join(dead)}; see {logs}", flush=True
+                )
                 return 1
             try:
                 view = await _cloud_view(pg.dsn)
@@ -259,6 +279,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    args.state_dir = os.path.abspath(args.state_dir)
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
