@@ -89,7 +89,7 @@ class EdgeAgent:
             if app != last_app or s.backlog_records:
                 log.info(
                     "edge: %.0f readings/s in, %.0f/s acked by cloud; backlog %d "
-                    "(oldest %.0f s), outbox %.1f MB of %.0f MB, thinned %d, cloud %s",
+                    "(oldest %.0f s), outbox %.1f MB of %.1f MB, thinned %d, cloud %s",
                     (app - max(last_app, 0)) / (now - last_t),
                     (acked - last_acked) / (now - last_t),
                     s.backlog_records,

@@ -51,15 +51,15 @@ async def fill(db: str, n: int, chunk_messages: int = 5_000) -> dict[str, float]
     outbox = Outbox.open(db, cap_bytes=0, synchronous="FULL")
     await outbox.start()
     total = 0
-    elapsed = 0.0
     msgs_all = n // 2
     next_progress = time.monotonic() + 5
+    elapsed = 0.0
     for start in range(0, msgs_all, chunk_messages):
-        # generate outside the timed part; submit like concurrent meter drivers do
+        # Made outside the clock: what is timed is the edge's work, from the
+        # messages of 5,000 meters arriving at once to all of them durable.
         batch = messages(start, min(chunk_messages, msgs_all - start))
         t0 = time.perf_counter()
-        futures = [outbox.submit(m) for m in batch]
-        results = await asyncio.gather(*futures)
+        results = await asyncio.gather(*(outbox.submit(m) for m in batch))
         elapsed += time.perf_counter() - t0
         total += sum(r.accepted for r in results)
         if time.monotonic() > next_progress:

@@ -280,6 +280,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     args.state_dir = os.path.abspath(args.state_dir)
+
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

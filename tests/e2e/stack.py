@@ -263,14 +263,18 @@ listen = "127.0.0.1:{self.metrics_port}"
                 rec.duplicated.append(key)
         return rec
 
-    async def wait_reconciled(self, timeout_s: float) -> Reconciliation:
-        """Wait until every ledgered reading is stored, then check exactness."""
+    async def wait_reconciled(
+        self, timeout_s: float, *, power_complete: bool = True
+    ) -> Reconciliation:
+        """Wait until every ledgered reading is stored (and, with ``power_complete``,
+        a power sample for each), then reconcile once more after a pause."""
         last: list[Reconciliation] = []
 
         async def complete() -> bool:
             rec = await self.reconcile()
             last[:] = [rec]
-            return not rec.missing and rec.power_rows >= rec.ledgered
+            power_ok = rec.power_rows >= rec.ledgered or not power_complete
+            return not rec.missing and power_ok
 
         with contextlib.suppress(AssertionError):
             await eventually(

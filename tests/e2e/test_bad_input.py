@@ -84,10 +84,10 @@ PAYLOADS = {GLOW: GLOW_JUNK, TASMOTA: TASMOTA_JUNK}
 
 # glow-junk's own valid readings, in a stream no simulator writes to
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
-JUNK_VALID = [(T0, "1000.000"), (T0 + timedelta(seconds=40), "1000.250")]
+JUNK_VALID = [(T0, 1000.0), (T0 + timedelta(seconds=40), 1000.25)]
 JUNK_BACKWARDS = [
-    (T0 + timedelta(seconds=10), "999.500"),
-    (T0 + timedelta(seconds=20), "999.990"),
+    (T0 + timedelta(seconds=10), 999.5),
+    (T0 + timedelta(seconds=20), 999.99),
 ]
 
 
@@ -212,9 +212,9 @@ async def test_registers_running_backwards_are_logged_once(stack: Stack) -> None
     stack.ingest()
     edge = stack.edge()
     await stack.edge_ready()
-    start = [(TOPICS[JUNK], _glow("500.000", ts=T0))]
+    start = [(TOPICS[JUNK], _glow(500.0, ts=T0))]
     backwards = [
-        (TOPICS[JUNK], _glow("400.000", ts=T0 + timedelta(seconds=10 * (i + 1))))
+        (TOPICS[JUNK], _glow(400.0, ts=T0 + timedelta(seconds=10 * (i + 1))))
         for i in range(4)
     ]
     await _publish(stack.site.url, start + backwards)
