@@ -35,6 +35,14 @@ class ReadingPublic(BaseModel):
     value: float
 
 
+async def _pool(request: Request) -> asyncpg.Pool:
+    p: asyncpg.Pool = request.app.state.pool
+    return p
+
+
+Pool = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
 def create_app(dsn: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,12 +55,6 @@ def create_app(dsn: str) -> FastAPI:
             await app.state.pool.close()
 
     app = FastAPI(title="Fusebox cloud API", version="1", lifespan=lifespan)
-
-    async def pool(request: Request) -> asyncpg.Pool:
-        p: asyncpg.Pool = request.app.state.pool
-        return p
-
-    Pool = Annotated[asyncpg.Pool, Depends(pool)]
 
     @app.get("/healthz")
     async def healthz(db: Pool) -> dict[str, Any]:
