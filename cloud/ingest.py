@@ -30,6 +30,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ log = logging.getLogger("fusebox.cloud.ingest")
 
 _DB_RETRY_AFTER_S = 5.0
 
+SideWrite = Callable[[asyncpg.Connection], Awaitable[None]]
+
 
 @dataclass(slots=True)
 class IngestMetrics:
@@ -57,6 +60,7 @@ class IngestMetrics:
     rejected: int = 0
     db_failures: int = 0
     status_updates: int = 0
+    side_writes_dropped: int = 0
     busy_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -265,6 +269,7 @@ class IngestWorker:
         self._db_ok = True
         self._batch_s = 0.05  # moving average of storing one batch
         self.ready = asyncio.Event()
+        self._side: asyncio.Queue[tuple[str, SideWrite]] = asyncio.Queue(1000)
 
     async def _open_pool(self) -> asyncpg.Pool:
         attempt = 0
@@ -321,6 +326,7 @@ class IngestWorker:
                                     self._process(client), name=f"ingest-db-{i}"
                                 )
                             tg.create_task(self._report(), name="ingest-report")
+                            tg.create_task(self._side_writer(), name="ingest-side")
                 except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
                     if attempt == 0:
@@ -351,7 +357,7 @@ class IngestWorker:
                 payload = str(payload).encode()
             payload = bytes(payload)
             if topic.endswith("/up/status"):
-                await self._status(topic, payload)
+                self._status(topic, payload)
                 continue
             try:
                 batch = contract.unpack_batch(payload)
@@ -451,7 +457,38 @@ class IngestWorker:
     def _probe_db(self) -> None:
         self._db_ok = True  # the next batch tells; if it fails we go back to busy
 
-    async def _status(self, topic: str, payload: bytes) -> None:
+    def _side_write(self, what: str, write: SideWrite) -> None:
+        """Queue a database write that must not hold up the receive loop (status
+        updates, rejected-batch records): batches keep being answered at once even
+        while every connection is busy."""
+        try:
+            self._side.put_nowait((what, write))
+        except asyncio.QueueFull:
+            self.metrics.side_writes_dropped += 1
+            if self.metrics.side_writes_dropped % 100 == 1:
+                log.warning(
+                    "ingest: database too slow for side writes; %s not recorded "
+                    "(%d dropped so far)",
+                    what,
+                    self.metrics.side_writes_dropped,
+                )
+
+    async def _side_writer(self) -> None:
+        assert self._pool is not None
+        while True:
+            what, write = await self._side.get()
+            try:
+                async with self._pool.acquire(timeout=30) as conn:
+                    await write(conn)
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+            ) as exc:
+                log.info("ingest: %s not recorded (%s)", what, exc)
+
+    def _status(self, topic: str, payload: bytes) -> None:
         try:
             st = contract.unpack_status(payload)
             if st.gw != contract.gateway_of(topic):
@@ -461,18 +498,12 @@ class IngestWorker:
         except contract.ContractError as exc:
             log.warning("ingest: bad status on %s: %s", topic, exc.reason)
             return
-        assert self._pool is not None
-        try:
-            async with self._pool.acquire(timeout=5) as conn:
-                await self.store.update_status(conn, st)
+
+        async def write(conn: asyncpg.Connection) -> None:
+            await self.store.update_status(conn, st)
             self.metrics.status_updates += 1
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            TimeoutError,
-        ) as exc:
-            log.info("ingest: status of %s not recorded (%s)", st.gw, exc)
+
+        self._side_write(f"status of {st.gw}", write)
 
     async def _reject(
         self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str
@@ -483,27 +514,20 @@ class IngestWorker:
         gw = None
         with contextlib.suppress(contract.ContractError):
             gw = contract.gateway_of(topic)
-        if self._pool is not None:
-            try:
-                async with self._pool.acquire(timeout=5) as conn:
-                    await conn.execute(
-                        "INSERT INTO rejected_batches (gateway_id, topic, reason,"
-                        " first_seq,"
-                        " last_seq, payload_head) VALUES ($1, $2, $3, $4, $5, $6)",
-                        gw,
-                        topic[:500],
-                        reason[:1000],
-                        head.get("first_seq"),
-                        head.get("last_seq"),
-                        payload[:4096],
-                    )
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-            ):
-                log.warning("ingest: could not record the rejected batch")
+
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO rejected_batches (gateway_id, topic, reason, first_seq,"
+                " last_seq, payload_head) VALUES ($1, $2, $3, $4, $5, $6)",
+                gw,
+                topic[:500],
+                reason[:1000],
+                head.get("first_seq"),
+                head.get("last_seq"),
+                payload[:4096],
+            )
+
+        self._side_write("rejected batch", write)
         try:
             answer = contract.Reject.model_validate(
                 {

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
-from edge import OutboxFull
+from edge import OutboxError
 from edge.config import (
     EdgeConfig,
     GenericMeter,
@@ -39,7 +39,7 @@ from edge.config import (
     ShellyMeter,
     TasmotaMeter,
 )
-from edge.outbox import Outbox
+from edge.outbox import AppendResult, Outbox
 from protocols import meters as decoders
 from protocols.backoff import Backoff
 from protocols.readings import Reading
@@ -267,17 +267,26 @@ class MeterService:
                 driver.note_bad(str(exc.reason), str(exc))
                 acks.done(entry)
                 continue
-            driver.note_ok()
+            result: AppendResult | None = None
             attempt = 0
-            while True:
+            while result is None:
                 try:
                     result = await self.outbox.append(readings)
-                    break
-                except OutboxFull as exc:
+                except OutboxError as exc:
+                    # full, or the disk failing: keep the message unacknowledged
+                    # (the broker holds it and everything behind it) and retry
                     if attempt == 0:
-                        log.error("meter %s: %s", driver.id, exc)
+                        log.error("meter %s: %s; retrying", driver.id, exc)
                     await asyncio.sleep(Backoff(1, 30).delay(attempt, self.rng))
                     attempt += 1
+                except ValueError as exc:  # can never be stored: count, move on
+                    driver.note_bad("unstorable", str(exc))
+                    break
+            if result is None:
+                acks.done(entry)
+                continue
+            if not result.backwards:
+                driver.note_ok()
             c = driver.counters
             c.readings += result.accepted
             c.duplicates += result.duplicates

@@ -199,12 +199,6 @@ async def test_junk_on_meter_topics_is_counted_logged_and_loses_nothing(
     assert "Traceback" not in log, log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge/meters.py MeterDriver: note_ok() runs before the outbox reports a "
-    "register running backwards, so each such message is two state changes "
-    "(logged every time)",
-)
 async def test_registers_running_backwards_are_logged_once(stack: Stack) -> None:
     stack.write_edge_config()
     config = stack.edge_config
