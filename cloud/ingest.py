@@ -368,28 +368,33 @@ class IngestWorker:
             except contract.ContractError as exc:
                 await self._reject(client, topic, payload, exc.reason)
                 continue
-            if not self._db_ok or self.queue.full():
-                self.metrics.busy_sent += 1
-                reason = (
-                    "database unavailable" if not self._db_ok else "ingest queue full"
+            if not self._db_ok:
+                await self._busy(
+                    client, batch, _DB_RETRY_AFTER_S, "database unavailable"
                 )
-                await self._reply(
-                    client,
-                    contract.Busy(
-                        gw=batch.gw,
-                        epoch=batch.epoch,
-                        first_seq=batch.first_seq,
-                        last_seq=batch.last_seq,
-                        retry_after_s=self._retry_after(),
-                        reason=reason,
-                    ),
+                continue
+            if self.queue.full():
+                await self._busy(
+                    client, batch, self._retry_after(), "ingest queue full"
                 )
                 continue
             self.queue.put_nowait((batch, time.monotonic()))
 
+    async def _busy(
+        self, client: aiomqtt.Client, batch: contract.Batch, after_s: float, why: str
+    ) -> None:
+        self.metrics.busy_sent += 1
+        busy = contract.Busy(
+            gw=batch.gw,
+            epoch=batch.epoch,
+            first_seq=batch.first_seq,
+            last_seq=batch.last_seq,
+            retry_after_s=after_s,
+            reason=why,
+        )
+        await self._reply(client, busy)
+
     def _retry_after(self) -> float:
-        if not self._db_ok:
-            return _DB_RETRY_AFTER_S
         # time to work off what is queued, with room for the batch being refused
         drain_s = (self.queue.qsize() + 1) * self._batch_s / self.concurrency
         return round(min(60.0, max(1.0, 2 * drain_s)), 2)
@@ -417,17 +422,8 @@ class IngestWorker:
                         exc,
                     )
                 self._db_ok = False
-                self.metrics.busy_sent += 1
-                await self._reply(
-                    client,
-                    contract.Busy(
-                        gw=batch.gw,
-                        epoch=batch.epoch,
-                        first_seq=batch.first_seq,
-                        last_seq=batch.last_seq,
-                        retry_after_s=_DB_RETRY_AFTER_S,
-                        reason="database unavailable",
-                    ),
+                await self._busy(
+                    client, batch, _DB_RETRY_AFTER_S, "database unavailable"
                 )
                 # let new batches in again soon to probe the database
                 asyncio.get_running_loop().call_later(_DB_RETRY_AFTER_S, self._probe_db)

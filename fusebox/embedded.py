@@ -161,7 +161,7 @@ def _tail(path: Path, n: int) -> str:
     return "\n".join(lines[-n:])
 
 
-def _run_coroutine_in_fresh_thread(make_coro: Callable[[], Awaitable[_T]]) -> _T:
+def run_coroutine_sync(make_coro: Callable[[], Awaitable[_T]]) -> _T:
     """Run a coroutine to completion on a new loop in a helper thread.
 
     Works whether or not the calling thread already runs an event loop (a sync API
@@ -665,7 +665,7 @@ def start_embedded_postgres(
         database=database,
         _server=server,
     )
-    _run_coroutine_in_fresh_thread(lambda: _ensure_database(handle.admin_dsn, database))
+    run_coroutine_sync(lambda: _ensure_database(handle.admin_dsn, database))
     log.info(
         "embedded PostgreSQL ready at %s in %.2f s",
         handle.socket_path,

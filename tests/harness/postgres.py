@@ -18,21 +18,23 @@ database ``fusebox_test_<random>`` made for the test and dropped after it (use
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import secrets
 import socket
-import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import asyncpg
 import pytest
 
-from fusebox.embedded import EmbeddedPostgres, start_embedded_postgres
+from fusebox.embedded import (
+    EmbeddedPostgres,
+    run_coroutine_sync,
+    start_embedded_postgres,
+)
 from tests.harness.timing import timeout
 
 __all__ = [
@@ -52,32 +54,6 @@ _T = TypeVar("_T")
 LOCAL_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ENV_DATABASE_URL = "FUSEBOX_TEST_DATABASE_URL"
 ENV_FORCE_EMBEDDED = "FUSEBOX_TEST_EMBEDDED_POSTGRES"
-
-
-def run_coroutine_sync(make_coro: Callable[[], Awaitable[_T]]) -> _T:
-    """Run a coroutine to completion from sync code (e.g. a sync fixture).
-
-    Uses a fresh event loop in a helper thread, so it works even when the calling
-    thread runs a loop already.
-    """
-    result: list[_T] = []
-    error: list[BaseException] = []
-
-    async def main() -> None:
-        result.append(await make_coro())
-
-    def target() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as exc:
-            error.append(exc)
-
-    thread = threading.Thread(target=target, name="harness-run-sync")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def dsn_with_database(dsn: str, database: str) -> str:
