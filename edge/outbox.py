@@ -288,6 +288,13 @@ class OutboxStore:
         last = self._last
         results: list[AppendResult] = []
         dup = back = 0
+        # the loop below is the edge's hottest path: names bound locally on purpose
+        stream_of = self._streams.get
+        kind_of = self._stream_kind
+        cumulative = QuantityKind.CUMULATIVE
+        pending_last = last_updates.get
+        committed_last = last.get
+        add_row = rows.append
         db.execute("BEGIN IMMEDIATE")
         try:
             for group in groups:
@@ -295,26 +302,27 @@ class OutboxStore:
                 for item in group:
                     ts_ms = int(item.ts.timestamp() * 1000)
                     if isinstance(item, Reading):
-                        sid = self._streams.get((item.device_id, item.quantity))
+                        value = item.value
+                        sid = stream_of((item.device_id, item.quantity))
                         if sid is None:
                             sid = self._stream_id(
                                 item.device_id, item.quantity, QUANTITIES[item.quantity]
                             )
-                        prev = last_updates.get(sid) or last.get(sid)
+                        prev = pending_last(sid) or committed_last(sid)
                         if prev is not None:
                             if ts_ms <= prev[0]:
                                 res.duplicates += 1
                                 continue
                             if (
-                                self._stream_kind[sid] is QuantityKind.CUMULATIVE
-                                and prev[1] is not None
-                                and item.value < prev[1]
+                                prev[1] is not None
+                                and value < prev[1]
+                                and kind_of[sid] is cumulative
                             ):
                                 res.backwards += 1
                                 continue
                         seq += 1
-                        rows.append((seq, ts_ms, sid, item.value, None))
-                        last_updates[sid] = (ts_ms, item.value)
+                        add_row((seq, ts_ms, sid, value, None))
+                        last_updates[sid] = (ts_ms, value)
                     else:
                         if not is_event_kind(item.kind):
                             raise ValueError(f"bad event kind {item.kind!r}")
@@ -322,7 +330,7 @@ class OutboxStore:
                             item.source_id, item.kind, QuantityKind.EVENT
                         )
                         seq += 1
-                        rows.append((seq, ts_ms, sid, None, msgpack.packb(item.data)))
+                        add_row((seq, ts_ms, sid, None, msgpack.packb(item.data)))
                     if res.first_seq is None:
                         res.first_seq = seq
                     res.last_seq = seq
