@@ -1,0 +1,58 @@
+"""``fusebox bench pipeline`` runs end to end (small) and its last line is the JSON
+the README documents; it loses nothing. Figures are not asserted: benchmarks print,
+tests check behaviour."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.mosquitto import MosquittoServer
+from tests.harness.timing import timeout
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_pipeline_prints_its_figures(
+    pg_server: str, mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusebox",
+            "bench",
+            "pipeline",
+            "--readings",
+            "20000",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout(300),
+        env={
+            **os.environ,
+            "FUSEBOX_DATABASE_URL": pg_server,
+            "FUSEBOX_CLOUD_MQTT_URL": mosquitto.url,
+        },
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "outbox_append_per_s",
+        "drain_per_s",
+        "copy_per_s",
+        "drain_vs_copy",
+        "edge_rss_mb",
+    ):
+        assert figures[key] > 0, key
+    assert figures["rows_stored"] == 20000
+    assert figures["lost"] == 0
+    assert "[bench] drain:" in result.stderr
