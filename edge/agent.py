@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -30,12 +31,8 @@ class EdgeAgent:
         self.meters = MeterService(config, self.outbox)
         target = parse_mqtt_url(config.cloud.mqtt_url)
         if config.cloud.username:
-            target = type(target)(
-                target.host,
-                target.port,
-                target.tls,
-                config.cloud.username,
-                config.cloud.password,
+            target = dataclasses.replace(
+                target, username=config.cloud.username, password=config.cloud.password
             )
         u = config.uplink
         self.uplink = Uplink(

@@ -43,7 +43,7 @@ mqtt_url = "mqtt://127.0.0.1:{local_port}"
 path = "var/edge/{gateway_id}/outbox.db"
 # Disk cap in MB. Past it, power samples are thinned (oldest first); energy
 # registers are never dropped. 30 days of 10 meters at one reading per 10 s is
-# about 70 MB.
+# about 65 MB.
 cap_mb = 512
 # FULL survives power loss; NORMAL only a process crash, and is faster.
 synchronous = "FULL"
