@@ -47,6 +47,8 @@ from protocols.urls import MqttTarget
 log = logging.getLogger("fusebox.cloud.ingest")
 
 _DB_RETRY_AFTER_S = 5.0
+# what a lost, restarting or overloaded PostgreSQL raises: answer busy, retry later
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 SideWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 
@@ -407,12 +409,7 @@ class IngestWorker:
             try:
                 async with self._pool.acquire(timeout=10) as conn:
                     stored_through = await self.store.store(conn, batch)
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-            ) as exc:
+            except _DB_ERRORS as exc:
                 self.metrics.db_failures += 1
                 if self._db_ok:
                     log.error(
@@ -476,12 +473,7 @@ class IngestWorker:
             try:
                 async with self._pool.acquire(timeout=30) as conn:
                     await write(conn)
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-            ) as exc:
+            except _DB_ERRORS as exc:
                 log.info("ingest: %s not recorded (%s)", what, exc)
 
     def _status(self, topic: str, payload: bytes) -> None:

@@ -69,5 +69,16 @@ def render_lines(samples: list[tuple[str, str, dict[str, str], float]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def parse_lines(text: str) -> dict[str, float]:
+    """Prometheus text back to ``{'name{labels}': value}`` (for the demo and
+    tests that read a running edge)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
 def age_seconds(oldest_ms: int | None) -> float:
     return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)

@@ -237,6 +237,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fusebox.starter import DEMO_CLOUD_MQTT_PORT, DEMO_LOCAL_MQTT_PORT
+
     p = argparse.ArgumentParser(prog="fusebox", description=__doc__.split("\n\n")[0])
     p.add_argument("--log-level", default=os.environ.get("FUSEBOX_LOG_LEVEL", "info"))
     sub = p.add_subparsers(dest="command", required=True)
@@ -301,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument(
         "--interval", type=float, default=2.0, help="meter publish period"
+    )
+    demo.add_argument(
+        "--cloud-port", type=int, default=DEMO_CLOUD_MQTT_PORT, help="cloud broker port"
+    )
+    demo.add_argument(
+        "--site-port", type=int, default=DEMO_LOCAL_MQTT_PORT, help="site broker port"
     )
     demo.set_defaults(func=cmd_demo)
 

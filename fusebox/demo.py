@@ -28,13 +28,9 @@ from typing import Any, cast
 
 import asyncpg
 
+from edge.metrics import parse_lines
 from fusebox import embedded
-from fusebox.starter import (
-    DEMO_CLOUD_MQTT_PORT,
-    DEMO_LOCAL_MQTT_PORT,
-    DEMO_METERS,
-    starter_config,
-)
+from fusebox.starter import DEMO_METERS, starter_config
 
 GATEWAY = "gw-demo-1"
 
@@ -85,12 +81,7 @@ def _edge_metrics(port: int) -> dict[str, float]:
             text = r.read().decode()
     except OSError:
         return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
+    return parse_lines(text)
 
 
 async def _cloud_view(dsn: str) -> dict[str, Any]:
@@ -157,14 +148,14 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         cloud_broker = await asyncio.to_thread(
             embedded.pick_broker,
             state / "cloud-broker",
-            port=DEMO_CLOUD_MQTT_PORT,
+            port=args.cloud_port,
             prefer=prefer_kind,
         )
         stops.append(cloud_broker.stop)
         site_broker = await asyncio.to_thread(
             embedded.pick_broker,
             state / "site-broker",
-            port=DEMO_LOCAL_MQTT_PORT,
+            port=args.site_port,
             prefer=prefer_kind,
         )
         stops.append(site_broker.stop)
@@ -190,7 +181,9 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             ],
         )
         metrics_port = _free_port()
-        config = starter_config(gateway_id=GATEWAY)
+        config = starter_config(
+            gateway_id=GATEWAY, cloud_port=args.cloud_port, local_port=args.site_port
+        )
         config = config.replace(
             f'path = "var/edge/{GATEWAY}/outbox.db"',
             f'path = "{state / "edge" / "outbox.db"}"',

@@ -80,14 +80,19 @@ listen = "127.0.0.1:9108"
 {meters}"""
 
 
-def starter_config(*, gateway_id: str = "gw-site-1") -> str:
+def starter_config(
+    *,
+    gateway_id: str = "gw-site-1",
+    cloud_port: int = DEMO_CLOUD_MQTT_PORT,
+    local_port: int = DEMO_LOCAL_MQTT_PORT,
+) -> str:
     meters = "\n".join(
         f'[[meters]]\ntype = "{fmt}"\nid = "{mid}"\ntopic = "{topic}"\n'
         for mid, fmt, topic, _device in DEMO_METERS
     )
     return _TEMPLATE.format(
         gateway_id=gateway_id,
-        cloud_port=DEMO_CLOUD_MQTT_PORT,
-        local_port=DEMO_LOCAL_MQTT_PORT,
+        cloud_port=cloud_port,
+        local_port=local_port,
         meters=meters,
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
+from edge.metrics import parse_lines
 from simulators.meter import read_ledger, sim_base_topic
 from tests.harness.mosquitto import MosquittoServer
 from tests.harness.procs import Proc, Procs
@@ -219,12 +220,7 @@ listen = "127.0.0.1:{self.metrics_port}"
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+        return parse_lines(text)
 
     async def reconcile(self) -> Reconciliation:
         expected: dict[tuple[str, int], float] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ import pytest
 from tests.harness.timing import timeout
 
 pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
@@ -30,6 +37,10 @@ def test_demo_shows_readings_within_30s(tmp_path: Path, broker: str) -> None:
             "1",
             "--state-dir",
             str(tmp_path / "demo"),
+            "--cloud-port",
+            str(_free_port()),
+            "--site-port",
+            str(_free_port()),
         ],
         capture_output=True,
         text=True,
