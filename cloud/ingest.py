@@ -41,6 +41,13 @@ import msgpack
 from cloud.db import Partitions
 from protocols import contract
 from protocols.backoff import Backoff
+from protocols.events import (
+    EventError,
+    SessionStarted,
+    SessionStopped,
+    is_session_event,
+    parse_event,
+)
 from protocols.readings import ms_to_ts
 from protocols.urls import MqttTarget
 
@@ -49,6 +56,31 @@ log = logging.getLogger("fusebox.cloud.ingest")
 _DB_RETRY_AFTER_S = 5.0
 # what a lost, restarting or overloaded PostgreSQL raises: answer busy, retry later
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+# The first value seen for each column wins: a redelivered or late event changes
+# nothing, and a stop that overtook its start still leaves one complete row.
+_SESSION_STARTED = """
+INSERT INTO sessions AS s (gateway_id, charger_id, transaction_id, connector_id,
+    id_tag, started_at, meter_start_wh)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (gateway_id, charger_id, transaction_id) DO UPDATE SET
+    connector_id = coalesce(s.connector_id, excluded.connector_id),
+    id_tag = coalesce(nullif(s.id_tag, ''), excluded.id_tag),
+    started_at = coalesce(s.started_at, excluded.started_at),
+    meter_start_wh = coalesce(s.meter_start_wh, excluded.meter_start_wh),
+    updated_at = now()
+"""
+_SESSION_STOPPED = """
+INSERT INTO sessions AS s (gateway_id, charger_id, transaction_id, id_tag,
+    stopped_at, meter_stop_wh, stop_reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (gateway_id, charger_id, transaction_id) DO UPDATE SET
+    id_tag = coalesce(nullif(s.id_tag, ''), excluded.id_tag),
+    stopped_at = coalesce(s.stopped_at, excluded.stopped_at),
+    meter_stop_wh = coalesce(s.meter_stop_wh, excluded.meter_stop_wh),
+    stop_reason = coalesce(s.stop_reason, excluded.stop_reason),
+    updated_at = now()
+"""
 
 SideWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 
@@ -74,6 +106,7 @@ class BatchStore:
         self.partitions = Partitions()
         self._gateways: set[str] = set()
         self._streams: dict[tuple[str, str, str], int] = {}
+        self.bad_session_events = 0
 
     @staticmethod
     async def init_connection(conn: asyncpg.Connection) -> None:
@@ -140,9 +173,48 @@ class BatchStore:
                     " ON CONFLICT DO NOTHING",
                     [(gw, s, t, ids[i], json.dumps(d)) for s, t, i, d in batch.events],
                 )
+                await self._fold_sessions(conn, batch)
             return await self._cover(
                 conn, gw, batch.epoch, batch.first_seq, batch.last_seq
             )
+
+    async def _fold_sessions(
+        self, conn: asyncpg.Connection, batch: contract.Batch
+    ) -> None:
+        """Session events into ``sessions`` rows; order-independent, idempotent."""
+        for seq, _ts, idx, data in batch.events:
+            kind = batch.streams[idx][1]
+            if not is_session_event(kind):
+                continue
+            try:
+                event = parse_event(kind, data)
+            except EventError as exc:
+                # the raw event is stored; only the fold is skipped
+                self.bad_session_events += 1
+                log.warning("ingest: %s seq %d not folded: %s", batch.gw, seq, exc)
+                continue
+            if isinstance(event, SessionStarted):
+                await conn.execute(
+                    _SESSION_STARTED,
+                    batch.gw,
+                    event.charger_id,
+                    event.transaction_id,
+                    event.connector_id,
+                    event.id_tag,
+                    event.started_at,
+                    event.meter_start_wh,
+                )
+            elif isinstance(event, SessionStopped):
+                await conn.execute(
+                    _SESSION_STOPPED,
+                    batch.gw,
+                    event.charger_id,
+                    event.transaction_id,
+                    event.id_tag,
+                    event.stopped_at,
+                    event.meter_stop_wh,
+                    event.reason,
+                )
 
     @staticmethod
     async def _cover(
