@@ -10,6 +10,7 @@ import time
 from edge.config import EdgeConfig
 from edge.meters import MeterService
 from edge.metrics import age_seconds, render_lines, serve_metrics
+from edge.ocpp.server import OcppServer
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
 from protocols.backoff import Backoff
@@ -29,6 +30,10 @@ class EdgeAgent:
             synchronous=config.outbox.synchronous,
         )
         self.meters = MeterService(config, self.outbox)
+        # chargers connect to the gateway: only listen when there are any to expect
+        self.ocpp: OcppServer | None = None
+        if config.chargers or config.ocpp.allow_discovery:
+            self.ocpp = OcppServer(config.ocpp, config.chargers, self.outbox)
         target = parse_mqtt_url(config.cloud.mqtt_url)
         if config.cloud.username:
             target = dataclasses.replace(
@@ -66,6 +71,8 @@ class EdgeAgent:
                 tg.create_task(self.meters.run(), name="meters")
                 tg.create_task(self.uplink.run(), name="uplink")
                 tg.create_task(self._progress(), name="progress")
+                if self.ocpp is not None:
+                    tg.create_task(self.ocpp.run(), name="ocpp")
                 if self.config.metrics.listen:
                     tg.create_task(
                         serve_metrics(self.config.metrics.listen, self.render_metrics),

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from edge import ConfigError
+from edge.ocpp.config import ChargerList, OcppServerConfig
 from protocols.meters import GenericMapping
 from protocols.urls import BadURL, parse_mqtt_url
 
@@ -140,6 +141,8 @@ class EdgeConfig(_Strict):
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     meters: list[MeterConfig] = Field(default_factory=list)
+    ocpp: OcppServerConfig = Field(default_factory=OcppServerConfig)
+    chargers: ChargerList = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_meter_ids(self) -> EdgeConfig:

@@ -1,0 +1,51 @@
+"""The edge as local OCPP-J server (CSMS role) for the site's chargers, 1.6J and 2.0.1.
+
+Modules:
+
+* ``edge.ocpp.config``: ``OcppServerConfig`` (the ``[ocpp]`` table) and
+  ``ChargerConfig`` (one ``[[chargers]]`` entry);
+* ``edge.ocpp.auth``: charge point identity from the URL path, HTTP Basic check
+  (raw password or the hex AuthorizationKey), subprotocol choice;
+* ``edge.ocpp.lib``: the only module that imports the ``ocpp`` package;
+* ``edge.ocpp.server``: ``OcppServer`` (websockets listener, raw-frame screening,
+  one ``ChargePoint`` subclass per OCPP version, registry of connected chargers).
+
+Exception tree::
+
+    EdgeError                      (edge)
+    └── OcppServerError            the OCPP server cannot do what was asked
+        ├── OcppNotStarted         ``.port`` read before ``start()``
+        └── FrameError             a charger's frame cannot be routed; carries the
+                                   wire ``code`` and the ``message_id`` ("-1" when
+                                   unreadable) of the CALLERROR it is answered with
+
+Errors *inside* a charger's conversation never escape the server: they become a
+CALLERROR to that charger, and its connection and every other charger carry on.
+"""
+
+from __future__ import annotations
+
+from edge import EdgeError
+
+__all__ = ["FrameError", "OcppNotStarted", "OcppServerError"]
+
+
+class OcppServerError(EdgeError):
+    """Base of every error the OCPP server raises on purpose."""
+
+
+class OcppNotStarted(OcppServerError):
+    """The server has no listening socket yet: ``await server.start()`` first."""
+
+
+class FrameError(OcppServerError):
+    """A frame from a charger that the OCPP library must not see.
+
+    ``code`` is the OCPP-J error code for the charger's version, ``message_id`` the
+    id to answer with ("-1" when it cannot be read, OCPP-J 2.0.1 §4.2.3)."""
+
+    def __init__(self, code: str, message_id: str, description: str) -> None:
+        super().__init__(f"{code}: {description} (message id {message_id!r})")
+        self.code = code
+        self.message_id = message_id
+        self.description = description

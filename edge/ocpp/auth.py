@@ -1,0 +1,92 @@
+"""The handshake decisions, as pure functions: who is connecting, may they, and in
+which OCPP version do we talk.
+
+* Identity: the last segment of the URL path, percent-decoded; a trailing slash and
+  a query string are tolerated (real chargers send both).
+* Basic auth (security profiles 1 and 2): ``Authorization: Basic
+  base64(<identity>:<password>)``. OCPP 1.6's AuthorizationKey is configured as a hex
+  string, and chargers send either that hex *string* or the raw *bytes* it encodes
+  (OCPP-J 1.6 §6.1 example), so both are accepted; 2.0.1's BasicAuthPassword is a
+  plain UTF-8 string, which the first form covers. Comparisons are constant-time.
+* Subprotocol: the charger lists its versions in order of preference and we take
+  its first one we support (websockets' default would take ours). See
+  ``choose_subprotocol``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+__all__ = [
+    "SUBPROTOCOLS",
+    "check_basic_auth",
+    "choose_subprotocol",
+    "identity_from_path",
+    "password_forms",
+]
+
+SUBPROTOCOLS: dict[str, str] = {"ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
+"""Subprotocol name -> OCPP version, for every version this server speaks."""
+
+
+def identity_from_path(path: str) -> str | None:
+    """The charge point identity in a request path, or None when there is none."""
+    segments = urlsplit(path).path.rstrip("/").split("/")
+    identity = unquote(segments[-1]) if segments else ""
+    return identity or None
+
+
+def password_forms(password: str) -> list[bytes]:
+    """The byte strings a charger may send for ``password``: the UTF-8 text, and if
+    it is an even-length hex string, also the bytes it encodes."""
+    forms = [password.encode("utf-8")]
+    if len(password) % 2 == 0:
+        with contextlib.suppress(ValueError):
+            forms.append(bytes.fromhex(password))
+    return forms
+
+
+def check_basic_auth(header: str | None, identity: str, password: str | None) -> bool:
+    """True when ``header`` (the Authorization value) carries ``identity`` as user
+    and ``password`` in one of its ``password_forms``."""
+    if header is None or password is None:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        credentials = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # split after the known identity, not at the first ':': raw key bytes and 2.0.1
+    # identities may both contain ':'
+    user = identity.encode("utf-8") + b":"
+    user_ok = hmac.compare_digest(credentials[: len(user)], user)
+    sent = credentials[len(user) :]
+    password_ok = False
+    for form in password_forms(password):
+        # no short-circuit: every form is compared, whichever matches
+        password_ok |= hmac.compare_digest(sent, form)
+    return user_ok and password_ok
+
+
+def choose_subprotocol(offered: Sequence[str], pinned: str | None) -> str | None:
+    """The first subprotocol in the charger's ``offered`` list that we support and
+    that matches the ``pinned`` version (if any); None when there is none.
+
+    None means "no Sec-WebSocket-Protocol in the response": with nothing offered the
+    server then talks 1.6 (chargers that send no header are 1.6 chargers); with
+    something offered but nothing in common, OCPP-J (2.0.1 Part 4 §3.1.2) says to
+    complete the handshake without a subprotocol and close at once, which the
+    server does.
+    """
+    for name in offered:
+        version = SUBPROTOCOLS.get(name)
+        if version is not None and (pinned is None or pinned == version):
+            return name
+    return None

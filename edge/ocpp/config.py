@@ -1,0 +1,120 @@
+"""Config models of the edge's OCPP server: the ``[ocpp]`` table and ``[[chargers]]``.
+
+Secure by default: security profile 1 (HTTP Basic per charger) on the site LAN
+address; profile 0 (no authentication at all) needs ``allow_unsecured_lab = true``;
+profile 2 needs a certificate and key. Passwords are ``SecretStr`` so they never
+reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+__all__ = ["ChargerConfig", "ChargerList", "OcppServerConfig", "OcppVersion"]
+
+OcppVersion = Literal["1.6", "2.0.1"]
+
+# OCPP 2.0.1 identifierString (Part 2 §2.1.3), at most 48 characters; 1.6 chargers
+# use the same characters in practice
+_CHARGE_POINT_ID = r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChargerConfig(_Strict):
+    """One charger the edge accepts, by its charge point identity."""
+
+    id: str = Field(
+        pattern=_CHARGE_POINT_ID,
+        description="charge point identity, the last segment of the charger's URL",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        max_length=40,
+        description=(
+            "HTTP Basic password (profiles 1 and 2). A hex string is also accepted "
+            "as the raw bytes it encodes (1.6 AuthorizationKey)"
+        ),
+    )
+    ocpp_version: OcppVersion | None = Field(
+        default=None, description="pin the OCPP version; unset: the charger's choice"
+    )
+    lenient: bool = Field(
+        default=False,
+        description="skip schema validation for this charger (known firmware quirks)",
+    )
+
+
+def _unique_ids(chargers: list[ChargerConfig]) -> list[ChargerConfig]:
+    seen: set[str] = set()
+    for c in chargers:
+        if c.id in seen:
+            raise ValueError(f"charger id {c.id!r} is used twice; ids must be unique")
+        seen.add(c.id)
+    return chargers
+
+
+ChargerList = Annotated[list[ChargerConfig], AfterValidator(_unique_ids)]
+
+
+class OcppServerConfig(_Strict):
+    """The OCPP-J listener chargers connect to (``ws://host:port/<identity>``)."""
+
+    host: str = Field(default="127.0.0.1", description="the site LAN address to bind")
+    port: int = Field(default=9000, ge=0, le=65535, description="0: any free port")
+    security_profile: Literal[0, 1, 2] = Field(
+        default=1, description="0 none (lab only), 1 Basic auth, 2 TLS + Basic auth"
+    )
+    allow_unsecured_lab: bool = Field(
+        default=False, description="must be true to run security profile 0"
+    )
+    tls_cert: Path | None = Field(default=None, description="PEM chain, profile 2")
+    tls_key: Path | None = Field(default=None, description="PEM key, profile 2")
+    allow_discovery: bool = Field(
+        default=False,
+        description="hold unknown chargers as pending for the installer, not 404",
+    )
+    ping_interval_s: float | None = Field(
+        default=30, gt=0, description="websocket ping interval; unset: no pings"
+    )
+    ping_timeout_s: float | None = Field(
+        default=30, gt=0, description="close when a ping is unanswered this long"
+    )
+    max_message_bytes: int = Field(
+        default=1024 * 1024, ge=4096, description="larger frames close the link (1009)"
+    )
+    heartbeat_interval_s: int = Field(
+        default=300, ge=10, description="interval in BootNotification Accepted"
+    )
+    pending_retry_s: int = Field(
+        default=60, ge=10, description="interval in BootNotification Pending"
+    )
+    response_timeout_s: float = Field(
+        default=30, gt=0, description="wait for a charger's answer to our CALLs"
+    )
+
+    @model_validator(mode="after")
+    def _safe_profile(self) -> OcppServerConfig:
+        if self.security_profile == 0 and not self.allow_unsecured_lab:
+            raise ValueError(
+                "security_profile 0 lets any device on the LAN act as a charger; "
+                "use 1 or 2, or set allow_unsecured_lab = true for a lab"
+            )
+        if self.security_profile == 2 and (
+            self.tls_cert is None or self.tls_key is None
+        ):
+            raise ValueError("security_profile 2 needs tls_cert and tls_key")
+        return self

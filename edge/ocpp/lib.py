@@ -1,0 +1,96 @@
+"""The one module that imports the ``ocpp`` package (mobilityhouse, 2.1.0).
+
+The package has no type information, so everything it exports is ``Any``; this
+module gives the rest of Fusebox typed names for the few things it uses and keeps
+the library's habits in one place:
+
+* payload classes are looked up by class name (never alias or wrap them);
+* handler kwargs are snake_case, nested objects arrive as plain dicts;
+* a schema-validation switch exists only per action (``skip_schema_validation``),
+  so ``make_lenient`` flips it on one instance's route map for lenient chargers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from ocpp import v16 as _v16
+from ocpp import v201 as _v201
+from ocpp.charge_point import ChargePoint as _BaseChargePoint
+from ocpp.routing import on as _on
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16 import enums as enums16
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201 import enums as enums201
+
+__all__ = [
+    "ChargePoint16",
+    "ChargePoint201",
+    "boot_result",
+    "call16",
+    "call201",
+    "heartbeat_result",
+    "make_lenient",
+    "on",
+    "result16",
+    "result201",
+    "status_result",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+ChargePoint16: type[_BaseChargePoint] = _v16.ChargePoint
+"""OCPP 1.6 ``ChargePoint``; subclass it once per role (server or test client)."""
+ChargePoint201: type[_BaseChargePoint] = _v201.ChargePoint
+"""OCPP 2.0.1 ``ChargePoint``."""
+
+
+def on(action: str) -> Callable[[_F], _F]:
+    """``@on("BootNotification")``: route incoming CALLs of ``action`` to the method.
+    The method must always return a result object (a missing return kills the
+    library's read loop; ``edge.ocpp.server`` guards against it anyway)."""
+    return cast(Callable[[_F], _F], _on(action))
+
+
+def make_lenient(charge_point: object) -> None:
+    """Skip schema validation of every action for this one connection (requests and
+    our responses), for chargers whose firmware breaks the closed schemas."""
+    routes = cast(dict[str, dict[str, Any]], charge_point.route_map)  # type: ignore[attr-defined]
+    for route in routes.values():
+        route["_skip_schema_validation"] = True
+
+
+def boot_result(
+    version: str, *, current_time: str, interval_s: int, accepted: bool
+) -> object:
+    """BootNotification result, Accepted or Pending."""
+    if version == "1.6":
+        status16 = (
+            enums16.RegistrationStatus.accepted
+            if accepted
+            else enums16.RegistrationStatus.pending
+        )
+        return result16.BootNotification(
+            current_time=current_time, interval=interval_s, status=status16
+        )
+    status201 = (
+        enums201.RegistrationStatusEnumType.accepted
+        if accepted
+        else enums201.RegistrationStatusEnumType.pending
+    )
+    return result201.BootNotification(
+        current_time=current_time, interval=interval_s, status=status201
+    )
+
+
+def heartbeat_result(version: str, *, current_time: str) -> object:
+    module = result16 if version == "1.6" else result201
+    return module.Heartbeat(current_time=current_time)
+
+
+def status_result(version: str) -> object:
+    module = result16 if version == "1.6" else result201
+    return module.StatusNotification()

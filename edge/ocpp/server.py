@@ -1,0 +1,661 @@
+"""The edge's OCPP-J server: site chargers connect here, 1.6J and 2.0.1 on one port.
+
+Layers, outside in:
+
+1. **Handshake** (``process_request``, ``select_subprotocol``): the charge point
+   identity is the last URL path segment (none: HTTP 400); an unknown identity gets
+   HTTP 404 (OCPP-J 1.6 §3.2), or with ``allow_discovery`` is let in *pending*; a
+   known one must pass HTTP Basic auth in security profiles 1 and 2 (else HTTP 401).
+   The subprotocol is the charger's most preferred one we speak (and that its pin
+   allows); no ``Sec-WebSocket-Protocol`` offered at all means 1.6; offered but
+   nothing in common: the handshake completes without a subprotocol and we close at
+   once with 1002 (OCPP-J 2.0.1 Part 4 §3.1.2). Per-message deflate is off: it
+   triples the memory of an idle connection (reference/measured-facts.md); chargers
+   that ask for it simply get none, which RFC 7692 allows.
+2. **Raw frames** (``screen_frame``): the ``ocpp`` library only *logs* frames it
+   cannot parse, so every frame is screened first. Not JSON: CALLERROR with message
+   id "-1" (the 2.0.1 rule for an unreadable id; a 1.6 charger has no id to match
+   either, so it just sees an error it cannot correlate) and FormationViolation (1.6)
+   / FormatViolation (2.0.1). Unknown message type id: MessageTypeNotSupported
+   (2.0.1) / FormationViolation (1.6, which has no such code), with the frame's id
+   when readable. A CALL that is not ``[2, id, action, {payload}]``:
+   RpcFrameworkError (2.0.1) / FormationViolation (1.6). Malformed CALLRESULT and
+   CALLERROR frames are logged and dropped: answering a response would start a
+   ping-pong of errors. Frames that pass go to the library.
+3. **The library** (``edge.ocpp.lib``): one ``ChargePoint`` subclass per version
+   routes CALLs to handlers. Unknown actions get NotImplemented (known in the
+   version) or NotSupported; schema failures get the library's codes
+   (TypeConstraintViolation, ProtocolError for a missing field, FormatViolation for
+   the rest), which ``_Link`` respells for 1.6 chargers as the OCPP-J 1.6 names
+   (FormationViolation, OccurenceConstraintViolation, typos kept by the OCA). A
+   handler that raises is answered with InternalError by the library; anything
+   that escapes the library is caught here and answered with InternalError too, so
+   the connection and its read loop stay up. Chargers never share a task, so one
+   charger's errors cannot reach another.
+
+Handlers are fast (pitfall 2 in reference/ocpp-notes.md): they await only the
+outbox's group commit, so an event is durable before the charger is answered, and
+they never await a CALL to the same charger (pitfall 1: it would deadlock).
+
+A charger that is *pending* (discovered, not configured) may only send
+BootNotification (answered Pending, kept in ``OcppServer.pending`` for the
+installer) and Heartbeat; any other CALL is answered SecurityError (OCPP-J 1.6
+errata §3.8) and nothing of it reaches the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Literal, Protocol
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from edge.ocpp import FrameError, OcppNotStarted, lib
+from edge.ocpp.auth import (
+    SUBPROTOCOLS,
+    check_basic_auth,
+    choose_subprotocol,
+    identity_from_path,
+)
+from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.outbox import Event
+
+__all__ = [
+    "BootInfo",
+    "ChargerState",
+    "ConnectorStatus",
+    "EventSink",
+    "OcppServer",
+    "PendingCharger",
+    "screen_frame",
+]
+
+log = logging.getLogger("fusebox.edge.ocpp")
+_lib_log = logging.getLogger("fusebox.edge.ocpp.lib")
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+_UNREADABLE_ID = "-1"
+_NOT_JSON = {"1.6": "FormationViolation", "2.0.1": "FormatViolation"}
+_BAD_TYPE = {"1.6": "FormationViolation", "2.0.1": "MessageTypeNotSupported"}
+_BAD_CALL = {"1.6": "FormationViolation", "2.0.1": "RpcFrameworkError"}
+# the library speaks the 2.0.1 spelling; OCPP-J 1.6 §4.2.3 has these (sic)
+_SPELLING_16 = {
+    "FormatViolation": "FormationViolation",
+    "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
+}
+_PENDING_ALLOWED = frozenset({"BootNotification", "Heartbeat"})
+_CLOSE_NO_COMMON_VERSION = 1002
+
+Registration = Literal["accepted", "pending"]
+
+
+class EventSink(Protocol):
+    """Where events go: ``edge.outbox.Outbox`` (durable once awaited)."""
+
+    async def append(self, items: Sequence[Event]) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BootInfo:
+    vendor: str | None
+    model: str | None
+    serial_number: str | None
+    firmware_version: str | None
+    reason: str | None  # 2.0.1 only
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorStatus:
+    status: str
+    error_code: str | None  # 1.6 only
+    charger_ts: str | None  # as the charger sent it; its clock may be wrong
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class ChargerState:
+    """The last known state of one charger (kept after it disconnects)."""
+
+    id: str
+    ocpp_version: str
+    registration: Registration
+    connected_at: datetime
+    last_seen: datetime
+    remote: str | None = None
+    connected: bool = True
+    boot: BootInfo | None = None
+    # (evse_id, connector_id); evse_id is None for 1.6
+    connectors: dict[tuple[int | None, int], ConnectorStatus] = field(
+        default_factory=dict
+    )
+    charge_point: object | None = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class PendingCharger:
+    """An unknown charger that connected while discovery was on."""
+
+    id: str
+    first_seen: datetime
+    last_seen: datetime
+    remote: str | None
+    ocpp_version: str
+    boot: BootInfo | None = None
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def call_error_frame(message_id: str, code: str, description: str) -> str:
+    return json.dumps([CALLERROR, message_id, code, description, {}])
+
+
+def screen_frame(raw: str | bytes, version: str) -> list[Any] | None:
+    """The parsed frame when the ``ocpp`` library may route it, None when it must be
+    dropped unanswered (a malformed CALLRESULT/CALLERROR); raises ``FrameError`` for
+    a frame to answer with a CALLERROR (see the module docstring for the codes)."""
+    try:
+        frame = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FrameError(_NOT_JSON[version], _UNREADABLE_ID, "not JSON") from None
+    if not isinstance(frame, list) or not frame:
+        raise FrameError(_NOT_JSON[version], _UNREADABLE_ID, "not a JSON array")
+    message_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else None
+    answer_id = message_id or _UNREADABLE_ID
+    kind = frame[0]
+    if isinstance(kind, bool) or kind not in (CALL, CALLRESULT, CALLERROR):
+        raise FrameError(
+            _BAD_TYPE[version], answer_id, f"message type id {kind!r} not supported"
+        )
+    if kind == CALL:
+        if len(frame) != 4 or not message_id or not isinstance(frame[2], str):
+            raise FrameError(
+                _BAD_CALL[version], answer_id, "a CALL is [2, id, action, payload]"
+            )
+        if not isinstance(frame[3], dict):
+            raise FrameError(_NOT_JSON[version], answer_id, "payload is not an object")
+        return frame
+    if message_id is None or len(frame) != (3 if kind == CALLRESULT else 5):
+        log.warning("ocpp: malformed response frame dropped: %.200r", raw)
+        return None
+    return frame
+
+
+class _Link:
+    """The connection as the library sees it: respells error codes for 1.6."""
+
+    def __init__(self, ws: ServerConnection, version: str) -> None:
+        self._ws = ws
+        self._version = version
+
+    async def send(self, message: str) -> None:
+        if self._version == "1.6" and message.startswith(f"[{CALLERROR}"):
+            frame = json.loads(message)
+            if len(frame) > 2 and frame[2] in _SPELLING_16:
+                frame[2] = _SPELLING_16[frame[2]]
+                message = json.dumps(frame)
+        await self._ws.send(message)
+
+    async def recv(self) -> str | bytes:
+        return await self._ws.recv()
+
+
+class _Conversation:
+    """What the version-specific handlers do, version-agnostic."""
+
+    def __init__(self, server: OcppServer, state: ChargerState) -> None:
+        self.server = server
+        self.state = state
+
+    @property
+    def version(self) -> str:
+        return self.state.ocpp_version
+
+    def now(self) -> datetime:
+        return self.server.clock()
+
+    async def boot(self, info: BootInfo) -> object:
+        state = self.state
+        state.boot = info
+        cfg = self.server.config
+        if state.registration == "pending":
+            pending = self.server.pending.get(state.id)
+            if pending is not None:
+                pending.boot = info
+            log.info(
+                "ocpp: pending charger %s booted (%s %s)",
+                state.id,
+                info.vendor,
+                info.model,
+            )
+            return lib.boot_result(
+                self.version,
+                current_time=_iso(info.received_at),
+                interval_s=cfg.pending_retry_s,
+                accepted=False,
+            )
+        await self.server.sink.append(
+            [
+                Event(
+                    state.id,
+                    "boot",
+                    info.received_at,
+                    {
+                        "ocpp_version": self.version,
+                        "vendor": info.vendor,
+                        "model": info.model,
+                        "serial_number": info.serial_number,
+                        "firmware_version": info.firmware_version,
+                        "reason": info.reason,
+                    },
+                )
+            ]
+        )
+        return lib.boot_result(
+            self.version,
+            current_time=_iso(info.received_at),
+            interval_s=cfg.heartbeat_interval_s,
+            accepted=True,
+        )
+
+    def heartbeat(self) -> object:
+        return lib.heartbeat_result(self.version, current_time=_iso(self.now()))
+
+    async def status(
+        self,
+        *,
+        evse_id: int | None,
+        connector_id: int | None,
+        status: str | None,
+        error_code: str | None,
+        charger_ts: str | None,
+        extra: dict[str, Any],
+    ) -> object:
+        received_at = self.now()
+        await self.server.sink.append(
+            [
+                Event(
+                    self.state.id,
+                    "status",
+                    received_at,
+                    {
+                        "ocpp_version": self.version,
+                        "evse_id": evse_id,
+                        "connector_id": connector_id,
+                        "status": status,
+                        "error_code": error_code,
+                        "info": _opt_str(extra.get("info")),
+                        "vendor_error_code": _opt_str(extra.get("vendor_error_code")),
+                        "charger_ts": charger_ts,
+                    },
+                )
+            ]
+        )
+        if connector_id is not None and status is not None:
+            self.state.connectors[(evse_id, connector_id)] = ConnectorStatus(
+                status, error_code, charger_ts, received_at
+            )
+        return lib.status_result(self.version)
+
+
+class _Csms16(lib.ChargePoint16):  # type: ignore[misc]
+    """OCPP 1.6 handlers. ``**payload`` everywhere: lenient chargers may send
+    anything, so fields are read with ``.get``."""
+
+    def __init__(self, conv: _Conversation, link: _Link, response_timeout_s: float):
+        super().__init__(
+            conv.state.id, link, response_timeout=response_timeout_s, logger=_lib_log
+        )
+        self._conv = conv
+
+    @lib.on("BootNotification")
+    async def on_boot_notification(self, **payload: Any) -> object:
+        serial = payload.get("charge_point_serial_number") or payload.get(
+            "charge_box_serial_number"
+        )
+        return await self._conv.boot(
+            BootInfo(
+                vendor=_opt_str(payload.get("charge_point_vendor")),
+                model=_opt_str(payload.get("charge_point_model")),
+                serial_number=_opt_str(serial),
+                firmware_version=_opt_str(payload.get("firmware_version")),
+                reason=None,
+                received_at=self._conv.now(),
+            )
+        )
+
+    @lib.on("Heartbeat")
+    def on_heartbeat(self, **payload: Any) -> object:
+        return self._conv.heartbeat()
+
+    @lib.on("StatusNotification")
+    async def on_status_notification(self, **payload: Any) -> object:
+        return await self._conv.status(
+            evse_id=None,
+            connector_id=_opt_int(payload.get("connector_id")),
+            status=_opt_str(payload.get("status")),
+            error_code=_opt_str(payload.get("error_code")),
+            charger_ts=_opt_str(payload.get("timestamp")),
+            extra=payload,
+        )
+
+
+class _Csms201(lib.ChargePoint201):  # type: ignore[misc]
+    """OCPP 2.0.1 handlers."""
+
+    def __init__(self, conv: _Conversation, link: _Link, response_timeout_s: float):
+        super().__init__(
+            conv.state.id, link, response_timeout=response_timeout_s, logger=_lib_log
+        )
+        self._conv = conv
+
+    @lib.on("BootNotification")
+    async def on_boot_notification(self, **payload: Any) -> object:
+        station = payload.get("charging_station")
+        station = station if isinstance(station, dict) else {}
+        return await self._conv.boot(
+            BootInfo(
+                vendor=_opt_str(station.get("vendor_name")),
+                model=_opt_str(station.get("model")),
+                serial_number=_opt_str(station.get("serial_number")),
+                firmware_version=_opt_str(station.get("firmware_version")),
+                reason=_opt_str(payload.get("reason")),
+                received_at=self._conv.now(),
+            )
+        )
+
+    @lib.on("Heartbeat")
+    def on_heartbeat(self, **payload: Any) -> object:
+        return self._conv.heartbeat()
+
+    @lib.on("StatusNotification")
+    async def on_status_notification(self, **payload: Any) -> object:
+        return await self._conv.status(
+            evse_id=_opt_int(payload.get("evse_id")),
+            connector_id=_opt_int(payload.get("connector_id")),
+            status=_opt_str(payload.get("connector_status")),
+            error_code=None,
+            charger_ts=_opt_str(payload.get("timestamp")),
+            extra=payload,
+        )
+
+
+_CHARGE_POINT_CLASSES = {"1.6": _Csms16, "2.0.1": _Csms201}
+
+
+class OcppServer:
+    """The OCPP-J listener and the registry of chargers it has seen.
+
+    ``await start()`` binds (``port`` then tells where; config port 0 picks a free
+    one), ``await stop()`` closes every connection (1001) and the socket; ``run()``
+    does both around waiting forever, for the agent's TaskGroup. ``chargers`` maps
+    identity -> ``ChargerState`` (connected or last known); ``pending`` holds the
+    unknown chargers discovery let in, for the installer to adopt.
+    """
+
+    def __init__(
+        self,
+        config: OcppServerConfig,
+        chargers: Sequence[ChargerConfig],
+        sink: EventSink,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.config = config
+        self.known = {c.id: c for c in chargers}
+        self.sink = sink
+        self.clock = clock
+        self.chargers: dict[str, ChargerState] = {}
+        self.pending: dict[str, PendingCharger] = {}
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise OcppNotStarted("the OCPP server is not listening: await start()")
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def scheme(self) -> str:
+        return "wss" if self.config.security_profile == 2 else "ws"
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.security_profile != 2:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        assert self.config.tls_cert is not None  # checked by OcppServerConfig
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._server = await serve(
+            self._session,
+            cfg.host,
+            cfg.port,
+            subprotocols=[Subprotocol(name) for name in SUBPROTOCOLS],
+            select_subprotocol=self._select_subprotocol,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+            max_size=cfg.max_message_bytes,
+            ssl=self._ssl_context(),
+        )
+        log.info(
+            "ocpp: listening on %s://%s:%d/<charge point id> (security profile %d, "
+            "%d charger(s) configured, discovery %s)",
+            self.scheme,
+            cfg.host,
+            self.port,
+            cfg.security_profile,
+            len(self.known),
+            "on" if cfg.allow_discovery else "off",
+        )
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await asyncio.Future()
+        finally:
+            await self.stop()
+
+    # -- handshake ------------------------------------------------------------
+
+    def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        identity = identity_from_path(request.path)
+        if identity is None:
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST, "no charge point identity in the URL path\n"
+            )
+        charger = self.known.get(identity)
+        if charger is None:
+            if self.config.allow_discovery:
+                return None  # let in as pending: Boot and Heartbeat only
+            log.warning(
+                "ocpp: unknown charger %r refused (404); add it to [[chargers]] "
+                "or set allow_discovery",
+                identity,
+            )
+            return connection.respond(HTTPStatus.NOT_FOUND, "unknown charge point\n")
+        if self.config.security_profile == 0:
+            return None
+        password = charger.password.get_secret_value() if charger.password else None
+        if not check_basic_auth(
+            request.headers.get("Authorization"), identity, password
+        ):
+            log.warning(
+                "ocpp: charger %r refused (401): %s",
+                identity,
+                "no password configured"
+                if password is None
+                else "missing or wrong Basic credentials",
+            )
+            response = connection.respond(HTTPStatus.UNAUTHORIZED, "unauthorized\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="fusebox-ocpp"'
+            return response
+        return None
+
+    def _select_subprotocol(
+        self, connection: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        identity = (
+            identity_from_path(connection.request.path) if connection.request else None
+        )
+        charger = self.known.get(identity) if identity else None
+        chosen = choose_subprotocol(offered, charger.ocpp_version if charger else None)
+        return Subprotocol(chosen) if chosen else None
+
+    # -- one connection -----------------------------------------------------
+
+    def _negotiated_version(self, ws: ServerConnection, identity: str) -> str | None:
+        if ws.subprotocol is not None:
+            return SUBPROTOCOLS[ws.subprotocol]
+        assert ws.request is not None
+        offered = ws.request.headers.get_all("Sec-WebSocket-Protocol")
+        charger = self.known.get(identity)
+        pinned = charger.ocpp_version if charger else None
+        if offered or pinned not in (None, "1.6"):
+            return None
+        return "1.6"  # no subprotocol offered: a 1.6 charger (e.g. Grizzl-E)
+
+    async def _session(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        identity = identity_from_path(ws.request.path)
+        assert identity is not None  # process_request refused it otherwise
+        version = self._negotiated_version(ws, identity)
+        if version is None:
+            log.warning(
+                "ocpp: charger %r offered %s, no common OCPP version; closing",
+                identity,
+                ws.request.headers.get_all("Sec-WebSocket-Protocol") or "nothing",
+            )
+            await ws.close(_CLOSE_NO_COMMON_VERSION, "no common OCPP version")
+            return
+        now = self.clock()
+        remote = _remote(ws)
+        registration: Registration = "accepted" if identity in self.known else "pending"
+        state = ChargerState(identity, version, registration, now, now, remote)
+        previous = self.chargers.get(identity)
+        if previous is not None:
+            # a reconnect often beats the old socket's death: the newest one wins
+            state.boot, state.connectors = previous.boot, dict(previous.connectors)
+        if registration == "pending":
+            held = self.pending.get(identity)
+            if held is None:
+                self.pending[identity] = PendingCharger(
+                    identity, now, now, remote, version
+                )
+            else:
+                held.last_seen, held.remote, held.ocpp_version = now, remote, version
+        self.chargers[identity] = state
+        link = _Link(ws, version)
+        cp = _CHARGE_POINT_CLASSES[version](
+            _Conversation(self, state), link, self.config.response_timeout_s
+        )
+        if registration == "accepted" and self.known[identity].lenient:
+            lib.make_lenient(cp)
+        state.charge_point = cp
+        log.info(
+            "ocpp: charger %s connected from %s, OCPP %s, %s",
+            identity,
+            remote,
+            version,
+            registration,
+        )
+        try:
+            await self._converse(ws, cp, state)
+        except ConnectionClosed:
+            pass
+        finally:
+            if self.chargers.get(identity) is state:
+                state.connected = False
+            log.info(
+                "ocpp: charger %s disconnected (%s)", identity, ws.close_code or "-"
+            )
+
+    async def _converse(
+        self, ws: ServerConnection, cp: Any, state: ChargerState
+    ) -> None:
+        version = state.ocpp_version
+        async for raw in ws:
+            state.last_seen = self.clock()
+            if state.registration == "pending":
+                self.pending[state.id].last_seen = state.last_seen
+            try:
+                frame = screen_frame(raw, version)
+            except FrameError as err:
+                log.warning("ocpp: charger %s: %s: %.200r", state.id, err, raw)
+                await ws.send(
+                    call_error_frame(err.message_id, err.code, err.description)
+                )
+                continue
+            if frame is None:
+                continue
+            if (
+                frame[0] == CALL
+                and state.registration == "pending"
+                and frame[2] not in _PENDING_ALLOWED
+            ):
+                await ws.send(
+                    call_error_frame(
+                        frame[1], "SecurityError", "charger is pending acceptance"
+                    )
+                )
+                continue
+            text = raw if isinstance(raw, str) else raw.decode("utf-8")
+            try:
+                await cp.route_message(text)
+            except ConnectionClosed:
+                raise
+            except Exception:
+                # e.g. a handler returning None: the library lets that escape
+                log.exception(
+                    "ocpp: charger %s: frame not handled: %.200r", state.id, raw
+                )
+                if frame[0] == CALL:
+                    await ws.send(
+                        call_error_frame(frame[1], "InternalError", "not handled")
+                    )
+
+
+def _remote(ws: ServerConnection) -> str | None:
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return None if address is None else str(address)

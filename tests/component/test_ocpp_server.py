@@ -1,0 +1,682 @@
+"""The edge's OCPP server with real websockets clients over loopback.
+
+Well-behaved chargers are the ``ocpp`` library's own client-side ``ChargePoint``
+(through ``edge.ocpp.lib``); misbehaving ones are raw websockets clients. Events
+land in a real outbox in ``tmp_path``. TLS certificates come from the ``openssl``
+CLI (the ``cryptography`` package is not installed); without it the TLS test skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from pydantic import SecretStr, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
+
+from edge import ConfigError
+from edge.config import parse_config
+from edge.ocpp import lib
+from edge.ocpp.auth import check_basic_auth, identity_from_path
+from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.ocpp.server import OcppServer
+from edge.outbox import Event, Outbox
+from tests.harness.timing import eventually, timeout
+
+PASSWORD = "correct-horse-battery"  # 21 characters, not hex
+HEX_KEY = "00112233445566778899aabbccddeeff3a3a0001"  # 20-byte AuthorizationKey
+CHARGERS = [
+    ChargerConfig(id="CP1", password=SecretStr(PASSWORD)),
+    ChargerConfig(id="CP2", password=SecretStr(PASSWORD)),
+    ChargerConfig(id="KEY", password=SecretStr(HEX_KEY)),
+    ChargerConfig(id="PIN16", password=SecretStr(PASSWORD), ocpp_version="1.6"),
+    ChargerConfig(id="PIN201", password=SecretStr(PASSWORD), ocpp_version="2.0.1"),
+    ChargerConfig(id="LENIENT", password=SecretStr(PASSWORD), lenient=True),
+]
+V16 = [Subprotocol("ocpp1.6")]
+V201 = [Subprotocol("ocpp2.0.1")]
+SERIAL_26 = "S" * 26  # one over the schema's 25 (Schneider EVlink style)
+
+
+def basic(identity: str, password: str | bytes) -> str:
+    secret = password if isinstance(password, bytes) else password.encode()
+    return "Basic " + base64.b64encode(identity.encode() + b":" + secret).decode()
+
+
+@pytest.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
+    box = Outbox.open(tmp_path / "outbox.db")
+    await box.start()
+    yield box
+    await box.close()
+
+
+@asynccontextmanager
+async def running(
+    sink: Any, chargers: Sequence[ChargerConfig] = CHARGERS, **settings: Any
+) -> AsyncIterator[OcppServer]:
+    server = OcppServer(OcppServerConfig(port=0, **settings), chargers, sink)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def charger(
+    server: OcppServer,
+    identity: str,
+    subprotocols: Sequence[str] | None = V16,
+    password: str | bytes | None = PASSWORD,
+    **kwargs: Any,
+) -> AsyncIterator[ClientConnection]:
+    headers = {"Authorization": basic(identity, password)} if password else {}
+    uri = f"{server.scheme}://127.0.0.1:{server.port}/ocpp/{identity}"
+    async with connect(
+        uri,
+        subprotocols=[Subprotocol(p) for p in subprotocols] if subprotocols else None,
+        additional_headers=headers,
+        open_timeout=timeout(5),
+        **kwargs,
+    ) as ws:
+        yield ws
+
+
+async def exchange(ws: ClientConnection, frame: str | list[Any]) -> list[Any]:
+    await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+    answer = json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+    assert isinstance(answer, list)
+    return answer
+
+
+async def heartbeat_ok(ws: ClientConnection, message_id: str = "hb") -> None:
+    answer = await exchange(ws, [2, message_id, "Heartbeat", {}])
+    assert answer[:2] == [3, message_id] and "currentTime" in answer[2], answer
+
+
+@asynccontextmanager
+async def library_client(ws: ClientConnection, version: str) -> AsyncIterator[Any]:
+    """The library's charge-point side, reading in the background."""
+    cls = lib.ChargePoint16 if version == "1.6" else lib.ChargePoint201
+    cp = cls("client", ws, response_timeout=timeout(5))
+    reader = asyncio.create_task(cp.start())
+    try:
+        yield cp
+    finally:
+        reader.cancel()
+        with suppress(asyncio.CancelledError, ConnectionClosed):
+            await reader
+
+
+async def events(outbox: Outbox) -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    for row in await outbox.read(1, None, 1000):
+        source, kind = await outbox.call(outbox.store.stream_name, row.stream)
+        out.append((source, kind, msgpack.unpackb(row.data or b"")))
+    return out
+
+
+# -- subprotocol negotiation -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offered", "expected"),
+    [
+        (["ocpp2.0.1", "ocpp1.6"], "ocpp2.0.1"),
+        (["ocpp1.6", "ocpp2.0.1"], "ocpp1.6"),  # the charger's preference wins
+        (["ocpp2.1", "ocpp1.6"], "ocpp1.6"),
+    ],
+)
+async def test_the_chargers_preferred_version_is_chosen(
+    outbox: Outbox, offered: list[str], expected: str
+) -> None:
+    async with running(outbox) as server, charger(server, "CP1", offered) as ws:
+        assert ws.subprotocol == expected
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers  # no deflate
+        await heartbeat_ok(ws)
+        assert server.chargers["CP1"].ocpp_version == expected.removeprefix("ocpp")
+
+
+async def test_a_charger_offering_no_subprotocol_talks_1_6(outbox: Outbox) -> None:
+    async with running(outbox) as server, charger(server, "CP1", None) as ws:
+        assert ws.subprotocol is None
+        boot = {"chargePointVendor": "Grizzl-E", "chargePointModel": "Smart"}
+        answer = await exchange(ws, [2, "b1", "BootNotification", boot])
+        assert answer[:2] == [3, "b1"] and answer[2]["status"] == "Accepted"
+        assert server.chargers["CP1"].ocpp_version == "1.6"
+
+
+@pytest.mark.parametrize(
+    ("identity", "offered"),
+    [
+        ("CP1", ["ocpp2.1"]),  # nothing in common
+        ("PIN201", ["ocpp1.6"]),  # pinned to a version the charger does not offer
+        ("PIN201", None),  # no header means 1.6, which the pin excludes
+    ],
+)
+async def test_no_common_version_completes_the_handshake_then_closes(
+    outbox: Outbox, identity: str, offered: list[str] | None
+) -> None:
+    async with running(outbox) as server, charger(server, identity, offered) as ws:
+        assert ws.subprotocol is None
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), timeout(5))
+        assert ws.close_code == 1002
+        assert identity not in server.chargers
+
+
+async def test_a_version_pin_overrides_the_chargers_preference(outbox: Outbox) -> None:
+    async with running(outbox) as server:
+        async with charger(server, "PIN16", ["ocpp2.0.1", "ocpp1.6"]) as ws:
+            assert ws.subprotocol == "ocpp1.6"
+            await heartbeat_ok(ws)
+        async with charger(server, "PIN201", ["ocpp1.6", "ocpp2.0.1"]) as ws:
+            assert ws.subprotocol == "ocpp2.0.1"
+            await heartbeat_ok(ws)
+
+
+# -- Boot / Heartbeat / Status -------------------------------------------------
+
+
+async def test_boot_heartbeat_status_1_6(outbox: Outbox) -> None:
+    async with running(outbox) as server, charger(server, "CP1", V16) as ws:
+        async with library_client(ws, "1.6") as cp:
+            boot = await cp.call(
+                lib.call16.BootNotification(
+                    charge_point_vendor="Acme",
+                    charge_point_model="Wallbox 7",
+                    charge_point_serial_number="SN-16",
+                    firmware_version="1.2.3",
+                ),
+                suppress=False,
+            )
+            assert boot.status == "Accepted" and boot.interval == 300
+            assert boot.current_time.endswith("Z")
+            beat = await cp.call(lib.call16.Heartbeat(), suppress=False)
+            assert beat.current_time.endswith("Z")
+            await cp.call(
+                lib.call16.StatusNotification(
+                    connector_id=1,
+                    error_code="NoError",
+                    status="Charging",
+                    timestamp="2026-01-02T03:04:05Z",
+                ),
+                suppress=False,
+            )
+        state = server.chargers["CP1"]
+        assert state.connected and state.registration == "accepted"
+        assert state.boot is not None and state.boot.serial_number == "SN-16"
+        assert state.connectors[(None, 1)].status == "Charging"
+    assert not server.chargers["CP1"].connected
+    assert await events(outbox) == [
+        (
+            "CP1",
+            "boot",
+            {
+                "ocpp_version": "1.6",
+                "vendor": "Acme",
+                "model": "Wallbox 7",
+                "serial_number": "SN-16",
+                "firmware_version": "1.2.3",
+                "reason": None,
+            },
+        ),
+        (
+            "CP1",
+            "status",
+            {
+                "ocpp_version": "1.6",
+                "evse_id": None,
+                "connector_id": 1,
+                "status": "Charging",
+                "error_code": "NoError",
+                "info": None,
+                "vendor_error_code": None,
+                "charger_ts": "2026-01-02T03:04:05Z",
+            },
+        ),
+    ]
+
+
+async def test_boot_heartbeat_status_2_0_1(outbox: Outbox) -> None:
+    async with running(outbox) as server, charger(server, "CP1", V201) as ws:
+        async with library_client(ws, "2.0.1") as cp:
+            boot = await cp.call(
+                lib.call201.BootNotification(
+                    charging_station={
+                        "model": "Pulsar",
+                        "vendor_name": "Acme",
+                        "serial_number": "SN-201",
+                    },
+                    reason="PowerUp",
+                ),
+                suppress=False,
+            )
+            assert boot.status == "Accepted" and boot.interval == 300
+            beat = await cp.call(lib.call201.Heartbeat(), suppress=False)
+            assert beat.current_time.endswith("Z")
+            await cp.call(
+                lib.call201.StatusNotification(
+                    timestamp="2026-01-02T03:04:05Z",
+                    connector_status="Occupied",
+                    evse_id=2,
+                    connector_id=1,
+                ),
+                suppress=False,
+            )
+        assert server.chargers["CP1"].connectors[(2, 1)].status == "Occupied"
+    assert await events(outbox) == [
+        (
+            "CP1",
+            "boot",
+            {
+                "ocpp_version": "2.0.1",
+                "vendor": "Acme",
+                "model": "Pulsar",
+                "serial_number": "SN-201",
+                "firmware_version": None,
+                "reason": "PowerUp",
+            },
+        ),
+        (
+            "CP1",
+            "status",
+            {
+                "ocpp_version": "2.0.1",
+                "evse_id": 2,
+                "connector_id": 1,
+                "status": "Occupied",
+                "error_code": None,
+                "info": None,
+                "vendor_error_code": None,
+                "charger_ts": "2026-01-02T03:04:05Z",
+            },
+        ),
+    ]
+
+
+# -- security profile 1 ---------------------------------------------------------
+
+
+async def test_profile_1_accepts_the_password_raw_and_as_hex_key_bytes(
+    outbox: Outbox,
+) -> None:
+    async with running(outbox) as server:
+        async with charger(server, "CP1", password=PASSWORD) as ws:
+            await heartbeat_ok(ws)
+        async with charger(server, "KEY", password=HEX_KEY) as ws:  # hex string
+            await heartbeat_ok(ws)
+        raw_key = bytes.fromhex(HEX_KEY)  # includes 0x00 and ':' bytes
+        async with charger(server, "KEY", password=raw_key) as ws:
+            await heartbeat_ok(ws)
+
+
+@pytest.mark.parametrize(
+    ("identity", "headers", "status"),
+    [
+        ("CP1", {"Authorization": basic("CP1", "wrong-password-123")}, 401),
+        ("CP1", {}, 401),
+        ("CP1", {"Authorization": basic("CP2", PASSWORD)}, 401),  # someone else's
+        ("CP1", {"Authorization": "Basic not*base64"}, 401),
+        ("CP1", {"Authorization": "Bearer " + PASSWORD}, 401),
+        ("NOPE", {"Authorization": basic("NOPE", PASSWORD)}, 404),
+        ("", {}, 400),
+    ],
+)
+async def test_profile_1_refuses_before_the_upgrade(
+    outbox: Outbox, identity: str, headers: dict[str, str], status: int
+) -> None:
+    async with running(outbox) as server:
+        path = f"/ocpp/{identity}" if identity else "/"
+        uri = f"ws://127.0.0.1:{server.port}{path}"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(uri, subprotocols=V16, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == status
+        if status == 401:
+            assert "Basic" in refused.value.response.headers["WWW-Authenticate"]
+        assert server.chargers == {}
+
+
+async def test_discovery_holds_unknown_chargers_as_pending(outbox: Outbox) -> None:
+    async with running(outbox, allow_discovery=True) as server:
+        async with charger(server, "NEW-1", V201, password=None) as ws:
+            boot = {
+                "chargingStation": {"model": "M", "vendorName": "V"},
+                "reason": "PowerUp",
+            }
+            answer = await exchange(ws, [2, "b1", "BootNotification", boot])
+            assert answer[2]["status"] == "Pending" and answer[2]["interval"] == 60
+            await heartbeat_ok(ws)
+            status = {
+                "timestamp": "2026-01-02T03:04:05Z",
+                "connectorStatus": "Available",
+                "evseId": 1,
+                "connectorId": 1,
+            }
+            answer = await exchange(ws, [2, "s1", "StatusNotification", status])
+            assert answer[:3] == [4, "s1", "SecurityError"]
+            pending = server.pending["NEW-1"]
+            assert pending.boot is not None and pending.boot.vendor == "V"
+            assert server.chargers["NEW-1"].registration == "pending"
+        # configured chargers are unaffected by discovery
+        async with charger(server, "CP1", V16) as ws:
+            await heartbeat_ok(ws)
+    assert list(server.pending) == ["NEW-1"]
+    assert await events(outbox) == []  # unknown devices do not write the record
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def test_ca(tmp_path: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl CLI to make a test CA")
+    d = tmp_path / "pki"
+    d.mkdir()
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=Fusebox test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "edge.key",
+        "-out", "edge.csr", "-subj", "/CN=localhost",
+        cwd=d,
+    )  # fmt: skip
+    (d / "ext.cnf").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", "edge.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "edge.crt", "-extfile", "ext.cnf",
+        cwd=d,
+    )  # fmt: skip
+    return d
+
+
+async def test_profile_2_serves_wss_with_basic_auth(
+    outbox: Outbox, test_ca: Path
+) -> None:
+    client_tls = ssl.create_default_context(cafile=test_ca / "ca.crt")
+    async with running(
+        outbox,
+        security_profile=2,
+        tls_cert=test_ca / "edge.crt",
+        tls_key=test_ca / "edge.key",
+    ) as server:
+        assert server.scheme == "wss"
+        async with charger(server, "CP1", V201, ssl=client_tls) as ws:
+            await heartbeat_ok(ws)
+        with pytest.raises(InvalidStatus) as refused:
+            async with charger(
+                server, "CP1", V201, "wrong-password-123", ssl=client_tls
+            ):
+                pass
+        assert refused.value.response.status_code == 401
+        with pytest.raises(ssl.SSLError):  # a client that does not trust our CA
+            async with charger(server, "CP1", V201, ssl=ssl.create_default_context()):
+                pass
+
+
+# -- bad frames -------------------------------------------------------------------
+
+BOOT16: dict[str, Any] = {"chargePointVendor": "Acme", "chargePointModel": "W7"}
+BOOT201: dict[str, Any] = {
+    "chargingStation": {"model": "M", "vendorName": "V"},
+    "reason": "PowerUp",
+}
+
+# (frame, expected [message id, error code] for 1.6, the same for 2.0.1)
+BAD_FRAMES: list[tuple[str, Any, tuple[str, str], tuple[str, str]]] = [
+    ("not json", "{[2, 'x'", ("-1", "FormationViolation"), ("-1", "FormatViolation")),
+    ("not an array", {"a": 1}, ("-1", "FormationViolation"), ("-1", "FormatViolation")),
+    (
+        "unknown message type",
+        [7, "m1", "Heartbeat", {}],
+        ("m1", "FormationViolation"),
+        ("m1", "MessageTypeNotSupported"),
+    ),
+    (
+        "message type not a number",
+        ["2", "m2", "Heartbeat", {}],
+        ("m2", "FormationViolation"),
+        ("m2", "MessageTypeNotSupported"),
+    ),
+    (
+        "unreadable id",
+        [2, 17, "Heartbeat", {}],
+        ("-1", "FormationViolation"),
+        ("-1", "RpcFrameworkError"),
+    ),
+    (
+        "call too short",
+        [2, "m3", "Heartbeat"],
+        ("m3", "FormationViolation"),
+        ("m3", "RpcFrameworkError"),
+    ),
+    (
+        "payload not an object",
+        [2, "m4", "Heartbeat", []],
+        ("m4", "FormationViolation"),
+        ("m4", "FormatViolation"),
+    ),
+    (
+        "action not implemented",
+        [2, "m5", "Authorize", {"idTag": "T1"}],
+        ("m5", "NotImplemented"),
+        ("m5", "NotImplemented"),
+    ),
+    (
+        "action unknown in the version",
+        [2, "m6", "FlyToTheMoon", {}],
+        ("m6", "NotSupported"),
+        ("m6", "NotSupported"),
+    ),
+    (
+        "missing required field",
+        [2, "m7", "StatusNotification", {"connectorId": 1}],
+        ("m7", "ProtocolError"),
+        ("m7", "ProtocolError"),
+    ),
+    (
+        "extra field",
+        [2, "m8", "Heartbeat", {"vendorGossip": 1}],
+        ("m8", "FormationViolation"),
+        ("m8", "FormatViolation"),
+    ),
+    (
+        "wrong type",
+        [2, "m9", "StatusNotification", {"connectorId": "one"}],
+        ("m9", "TypeConstraintViolation"),
+        ("m9", "TypeConstraintViolation"),
+    ),
+]
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+@pytest.mark.parametrize(
+    ("frame", "expect16", "expect201"),
+    [case[1:] for case in BAD_FRAMES],
+    ids=[case[0] for case in BAD_FRAMES],
+)
+async def test_a_bad_frame_gets_its_callerror_and_the_link_lives_on(
+    outbox: Outbox,
+    version: str,
+    frame: Any,
+    expect16: tuple[str, str],
+    expect201: tuple[str, str],
+) -> None:
+    offered = V16 if version == "1.6" else V201
+    async with (
+        running(outbox) as server,
+        charger(server, "CP1", offered) as bad,
+        charger(server, "CP2", offered) as bystander,
+    ):
+        answer = await exchange(bad, frame)
+        expected_id, expected_code = expect16 if version == "1.6" else expect201
+        assert answer[:3] == [4, expected_id, expected_code], answer
+        assert isinstance(answer[3], str) and isinstance(answer[4], dict)
+        await heartbeat_ok(bad)  # the same connection still works
+        await heartbeat_ok(bystander)
+        assert server.chargers["CP1"].connected and server.chargers["CP2"].connected
+
+
+async def test_malformed_responses_are_dropped_unanswered(outbox: Outbox) -> None:
+    async with running(outbox) as server, charger(server, "CP1", V16) as ws:
+        await ws.send(json.dumps([3, "x"]))  # CALLRESULT without a payload
+        await ws.send(json.dumps([4, 9, "GenericError", "", {}]))  # unreadable id
+        await heartbeat_ok(ws)  # the first answer is the heartbeat's
+
+
+async def test_a_failing_handler_answers_internal_error_and_keeps_going(
+    outbox: Outbox,
+) -> None:
+    class FlakySink:
+        failures = 1
+
+        async def append(self, items: Sequence[Event]) -> object:
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("disk on fire")
+            return await outbox.append(items)
+
+    status = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+    async with (
+        running(FlakySink()) as server,
+        charger(server, "CP1", V16) as ws,
+        charger(server, "CP2", V16) as bystander,
+    ):
+        answer = await exchange(ws, [2, "s1", "StatusNotification", status])
+        assert answer[:3] == [4, "s1", "InternalError"]
+        await heartbeat_ok(ws)
+        answer = await exchange(ws, [2, "s2", "StatusNotification", status])
+        assert answer == [3, "s2", {}]
+        await heartbeat_ok(bystander)
+    assert [kind for _, kind, _ in await events(outbox)] == ["status"]
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_lenient_chargers_skip_schema_validation(
+    outbox: Outbox, version: str
+) -> None:
+    if version == "1.6":
+        offered, boot = V16, {**BOOT16, "chargePointSerialNumber": SERIAL_26}
+    else:
+        station = {**BOOT201["chargingStation"], "serialNumber": SERIAL_26}
+        offered, boot = V201, {**BOOT201, "chargingStation": station}
+    async with running(outbox) as server:
+        async with charger(server, "CP1", offered) as strict:
+            answer = await exchange(strict, [2, "b1", "BootNotification", boot])
+            assert answer[:3] == [4, "b1", "TypeConstraintViolation"]
+        async with charger(server, "LENIENT", offered) as lenient:
+            answer = await exchange(lenient, [2, "b2", "BootNotification", boot])
+            assert answer[:2] == [3, "b2"] and answer[2]["status"] == "Accepted"
+    assert [(s, k, d["serial_number"]) for s, k, d in await events(outbox)] == [
+        ("LENIENT", "boot", SERIAL_26)
+    ]
+
+
+async def test_a_reconnect_replaces_the_old_session(outbox: Outbox) -> None:
+    async with running(outbox) as server:
+        async with charger(server, "CP1", V16) as first:
+            status = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+            await exchange(first, [2, "s1", "StatusNotification", status])
+            async with charger(server, "CP1", V201) as second:
+                await heartbeat_ok(second)
+                state = server.chargers["CP1"]
+                assert state.ocpp_version == "2.0.1"
+                assert state.connectors[(None, 1)].status == "Available"  # last known
+            await eventually(
+                lambda: not server.chargers["CP1"].connected,
+                timeout_s=timeout(5),
+                message="the closed newer session marks the charger disconnected",
+            )
+        # the older session closing later must not flip the registry again
+        assert server.chargers["CP1"] is state
+
+
+# -- config and pure helpers ---------------------------------------------------------
+
+
+def test_existing_edge_configs_still_validate_and_get_safe_defaults() -> None:
+    cfg = parse_config({"gateway_id": "g1", "cloud": {"mqtt_url": "mqtt://x:1883"}})
+    assert cfg.ocpp.host == "127.0.0.1" and cfg.ocpp.port == 9000
+    assert cfg.ocpp.security_profile == 1 and not cfg.ocpp.allow_discovery
+    assert cfg.chargers == []
+
+
+def test_unsafe_or_incomplete_ocpp_config_is_refused() -> None:
+    with pytest.raises(ValidationError, match="allow_unsecured_lab"):
+        OcppServerConfig(security_profile=0)
+    assert OcppServerConfig(security_profile=0, allow_unsecured_lab=True)
+    with pytest.raises(ValidationError, match="tls_cert and tls_key"):
+        OcppServerConfig(security_profile=2)
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_config(
+            {
+                "gateway_id": "g1",
+                "cloud": {"mqtt_url": "mqtt://x:1883"},
+                "chargers": [{"id": "CP1"}, {"id": "CP1"}],
+            }
+        )
+    with pytest.raises(ValidationError):
+        ChargerConfig(id="CP1", password=SecretStr("short"))
+    with pytest.raises(ValidationError):
+        ChargerConfig(id="bad/id")
+    assert "secret" not in repr(
+        ChargerConfig(id="CP1", password=SecretStr("secret" * 3))
+    )
+
+
+async def test_profile_0_needs_no_credentials(outbox: Outbox) -> None:
+    async with (
+        running(outbox, security_profile=0, allow_unsecured_lab=True) as server,
+        charger(server, "CP1", V16, password=None) as ws,
+    ):
+        await heartbeat_ok(ws)
+
+
+@pytest.mark.parametrize(
+    ("path", "identity"),
+    [
+        ("/ocpp/CP1", "CP1"),
+        ("/ocpp/CP1/", "CP1"),
+        ("/CP%201", "CP 1"),
+        ("/a/b/CP1?x=1", "CP1"),
+        ("/", None),
+        ("", None),
+    ],
+)
+def test_identity_is_the_last_path_segment(path: str, identity: str | None) -> None:
+    assert identity_from_path(path) == identity
+
+
+def test_basic_auth_forms() -> None:
+    raw = bytes.fromhex(HEX_KEY)
+    assert check_basic_auth(basic("KEY", raw), "KEY", HEX_KEY)
+    assert check_basic_auth(basic("KEY", HEX_KEY), "KEY", HEX_KEY)
+    assert not check_basic_auth(basic("KEY", raw[:-1]), "KEY", HEX_KEY)
+    assert not check_basic_auth(basic("KEY", HEX_KEY), "KEY", None)
+    assert not check_basic_auth(None, "KEY", HEX_KEY)
+    assert check_basic_auth(basic("a:b", PASSWORD), "a:b", PASSWORD)  # ':' in id
