@@ -6,6 +6,7 @@
     fusebox cloud run                     every cloud service in one process
     fusebox cloud ingest | api | migrate  one cloud service
     fusebox sim meter ...                 a simulated smart meter
+    fusebox sim charger ...               a simulated OCPP charge point with an EV
     fusebox demo                          everything on embedded defaults, live view
     fusebox bench NAME                    benchmarks (pipeline)
 
@@ -221,6 +222,13 @@ def cmd_sim_meter(args: argparse.Namespace) -> int:
     return code[0]
 
 
+def cmd_sim_charger(args: argparse.Namespace) -> int:
+    from simulators import charger
+
+    # the simulator handles SIGINT/SIGTERM itself: it saves its state and queue
+    return asyncio.run(charger.run(args))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fusebox.demo import run_demo
 
@@ -297,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     meter_sim.add_arguments(s_meter)
     s_meter.set_defaults(func=cmd_sim_meter)
+    s_charger = sim.add_parser(
+        "charger", help="an OCPP 1.6/2.0.1 charge point with an EV (or a fleet)"
+    )
+    from simulators import charger as charger_sim
+
+    charger_sim.add_arguments(s_charger)
+    s_charger.set_defaults(func=cmd_sim_charger)
 
     demo = sub.add_parser("demo", help="the whole system on embedded defaults")
     demo.add_argument("--state-dir", default="var/demo")

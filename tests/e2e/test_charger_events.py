@@ -117,3 +117,49 @@ async def test_charger_boot_and_status_reach_the_cloud(
         return kinds == [("CP1", "boot"), ("CP1", "status")]
 
     await eventually(in_cloud, timeout_s=timeout(30), message="boot and status stored")
+
+
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_simulated_charger_boots_on_the_real_edge(
+    stack: Stack, version: str
+) -> None:
+    port = _free_port()
+    stack.write_edge_config()
+    ocpp = (
+        f'[ocpp]\nport = {port}\n\n[[chargers]]\nid = "SIM1"\npassword = "{PASSWORD}"\n'
+    )
+    stack.edge_config.write_text(stack.edge_config.read_text() + "\n" + ocpp)
+    stack.ingest()
+    stack.edge()  # the simulator retries with backoff until the edge listens
+    sim = stack.procs.start(
+        [
+            "fusebox",
+            "sim",
+            "charger",
+            "--url",
+            f"ws://127.0.0.1:{port}/ocpp",
+            "--id",
+            "SIM1",
+            "--password",
+            PASSWORD,
+            "--ocpp",
+            version,
+        ],
+        name="charger",
+    )
+
+    async def booted() -> bool:
+        conn = await asyncpg.connect(stack.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT s.name, e.data FROM events e JOIN streams s "
+                "ON s.id = e.stream_id WHERE s.device_id = 'SIM1'"
+            )
+        finally:
+            await conn.close()
+        kinds = {r["name"] for r in rows}
+        versions = {json.loads(r["data"])["ocpp_version"] for r in rows}
+        return kinds == {"boot", "status"} and versions == {version}
+
+    await eventually(booted, timeout_s=timeout(30), message="simulated charger booted")
+    assert sim.is_running
