@@ -215,6 +215,10 @@ def _measure(
 def run_bench(args: argparse.Namespace) -> int:
     if args.name == "pipeline":
         result = run_pipeline(args)
+    elif args.name == "ocpp":
+        from fusebox.bench_ocpp import run_ocpp
+
+        result = run_ocpp(args)
     else:  # argparse restricts the choices
         raise SystemExit(f"unknown bench {args.name}")
     print(json.dumps(result))

@@ -328,8 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is JSON")
-    bench.add_argument("name", choices=["pipeline"])
-    bench.add_argument("--readings", type=int, default=1_000_000)
+    bench.add_argument("name", choices=["pipeline", "ocpp"])
+    bench.add_argument("--readings", type=int, default=1_000_000, help="pipeline")
+    bench.add_argument("--chargers", type=int, default=2000, help="ocpp")
+    bench.add_argument("--duration", type=float, default=60, help="ocpp: seconds")
+    bench.add_argument("--meter-interval", type=float, default=10, help="ocpp")
+    bench.add_argument("--heartbeat-interval", type=float, default=60, help="ocpp")
     bench.add_argument("--state-dir", default="var/bench")
     bench.set_defaults(func=cmd_bench)
     return p

@@ -56,3 +56,41 @@ def test_bench_pipeline_prints_its_figures(
     assert figures["rows_stored"] == 20000
     assert figures["lost"] == 0
     assert "[bench] drain:" in result.stderr
+
+
+def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusebox",
+            "bench",
+            "ocpp",
+            "--chargers",
+            "50",
+            "--duration",
+            "10",
+            "--meter-interval",
+            "2",
+            "--heartbeat-interval",
+            "5",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout(300),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["chargers"] == 50
+    for key in (
+        "msgs_per_s",
+        "p99_ms",
+        "edge_rss_mb",
+        "kib_per_connection",
+        "baseline_p99_ms",
+    ):
+        assert figures[key] > 0, key
+    assert figures["failures"] == 0
