@@ -32,7 +32,12 @@ def _get(url: str) -> tuple[int, object]:
         return r.status, json.loads(r.read())
 
 
-async def test_cloud_run_on_embedded_defaults(procs: Procs, tmp_path: Path) -> None:
+async def test_cloud_run_on_embedded_defaults(
+    procs: Procs, artifacts_dir: Path
+) -> None:
+    # Embedded PostgreSQL runs as its own system user, which must traverse the
+    # data dir's parents; pytest keeps its tmp root at mode 0700 (and any other
+    # pytest session on the machine resets it), so keep the state in artifacts.
     api_port, mqtt_port = _free_port(), _free_port()
     env = {
         k: v
@@ -46,7 +51,7 @@ async def test_cloud_run_on_embedded_defaults(procs: Procs, tmp_path: Path) -> N
             "cloud",
             "run",
             "--state-dir",
-            str(tmp_path / "cloud"),
+            str(artifacts_dir / "cloud"),
             "--api-port",
             str(api_port),
         ],

@@ -24,7 +24,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
-def test_demo_shows_readings_within_30s(tmp_path: Path, broker: str) -> None:
+def test_demo_shows_readings_within_30s(artifacts_dir: Path, broker: str) -> None:
+    # Embedded PostgreSQL runs as its own system user, which must traverse the
+    # data dir's parents; pytest keeps its tmp root at mode 0700 (and any other
+    # pytest session on the machine resets it), so keep the state in artifacts.
     result = subprocess.run(
         [
             sys.executable,
@@ -36,7 +39,7 @@ def test_demo_shows_readings_within_30s(tmp_path: Path, broker: str) -> None:
             "--interval",
             "1",
             "--state-dir",
-            str(tmp_path / "demo"),
+            str(artifacts_dir / "demo"),
             "--cloud-port",
             str(_free_port()),
             "--site-port",
