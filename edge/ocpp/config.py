@@ -14,13 +14,21 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     model_validator,
 )
 
-__all__ = ["ChargerConfig", "ChargerList", "OcppServerConfig", "OcppVersion"]
+__all__ = [
+    "ChargerConfig",
+    "ChargerList",
+    "IdTagConfig",
+    "IdTagStatus",
+    "OcppServerConfig",
+    "OcppVersion",
+]
 
 OcppVersion = Literal["1.6", "2.0.1"]
 
@@ -70,6 +78,46 @@ def _unique_ids(chargers: list[ChargerConfig]) -> list[ChargerConfig]:
 ChargerList = Annotated[list[ChargerConfig], AfterValidator(_unique_ids)]
 
 
+# the authorisation statuses that OCPP 1.6 (AuthorizationStatus) and 2.0.1
+# (AuthorizationStatusEnumType) have in common
+IdTagStatus = Literal["Accepted", "Blocked", "Expired", "Invalid", "ConcurrentTx"]
+
+
+class IdTagConfig(_Strict):
+    """One entry of the local authorisation list (``[[ocpp.id_tags]]``)."""
+
+    id: str = Field(
+        min_length=1,
+        max_length=36,
+        description="RFID uid / id token; compared case-insensitively (1.6 IdToken)",
+    )
+    status: IdTagStatus = Field(
+        default="Accepted", description="what Authorize and transactions answer"
+    )
+
+
+def _tag_entries(value: object) -> object:
+    # ``id_tags = ["TAG1", "TAG2"]`` is shorthand for Accepted entries
+    if isinstance(value, list):
+        return [{"id": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _unique_tags(tags: list[IdTagConfig]) -> list[IdTagConfig]:
+    seen: set[str] = set()
+    for t in tags:
+        key = t.id.casefold()
+        if key in seen:
+            raise ValueError(f"id tag {t.id!r} is listed twice")
+        seen.add(key)
+    return tags
+
+
+IdTagList = Annotated[
+    list[IdTagConfig], BeforeValidator(_tag_entries), AfterValidator(_unique_tags)
+]
+
+
 class OcppServerConfig(_Strict):
     """The OCPP-J listener chargers connect to (``ws://host:port/<identity>``)."""
 
@@ -104,6 +152,29 @@ class OcppServerConfig(_Strict):
     )
     response_timeout_s: float = Field(
         default=30, gt=0, description="wait for a charger's answer to our CALLs"
+    )
+    id_tags: IdTagList = Field(
+        default_factory=list,
+        description=(
+            "local authorisation list: [[ocpp.id_tags]] id + status, or a list of "
+            "ids (all Accepted); the cloud is not consulted"
+        ),
+    )
+    allow_unknown_id_tags: bool = Field(
+        default=False,
+        description=(
+            "answer Accepted for tags neither in id_tags nor in the authorisation "
+            "cache (default: Invalid); listed Blocked/Expired/Invalid tags stay "
+            "refused"
+        ),
+    )
+    id_tag_cache_s: int = Field(
+        default=86400,
+        ge=0,
+        description=(
+            "how long a tag once answered Accepted stays accepted after it left "
+            "the list (authorisation cache; 0: no cache)"
+        ),
     )
 
     @model_validator(mode="after")

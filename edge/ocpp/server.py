@@ -37,6 +37,21 @@ Handlers are fast (pitfall 2 in reference/ocpp-notes.md): they await only the
 outbox's group commit, so an event is durable before the charger is answered, and
 they never await a CALL to the same charger (pitfall 1: it would deadlock).
 
+Transactions (``edge.ocpp.transactions``, ``edge.ocpp.authorize``): Authorize is
+answered from the local list and cache, never the cloud. 1.6 transaction ids are
+issued by the edge, durably, before StartTransaction is answered, and a
+redelivered start gets its id again. Session events (``session_started``,
+``session_stopped``) and meter-value readings are in the outbox before the charger
+is answered; transaction messages are always answered with a CALLRESULT (a
+CALLERROR would burn one of the charger's retries of a queued message): unknown
+transaction ids, ``-1`` and duplicate stops included. A 1.6 stop whose
+transactionId is not positive (-1: the start never got an answer; 0: a firmware
+bug) cannot be keyed to a session; it is stored as a ``session_stop_unmatched``
+event, which the cloud keeps but does not fold. Sampled values that cannot be
+converted (unknown measurand or unit, unreadable value) are skipped, counted in
+``OcppServer.skipped`` and logged once per charger and reason; the rest of the
+message is stored.
+
 A charger that is *pending* (discovered, not configured) may only send
 BootNotification (answered Pending, kept in ``OcppServer.pending`` for the
 installer) and Heartbeat; any other CALL is answered SecurityError (OCPP-J 1.6
@@ -49,10 +64,12 @@ import asyncio
 import json
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -67,8 +84,19 @@ from edge.ocpp.auth import (
     choose_subprotocol,
     identity_from_path,
 )
+from edge.ocpp.authorize import Authorizer
 from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.ocpp.transactions import (
+    MeterConversion,
+    TransactionStore,
+    device_for,
+    meter_readings,
+    parse_charger_ts,
+    store_path_beside,
+)
 from edge.outbox import Event
+from protocols.events import SessionStarted, SessionStopped
+from protocols.readings import Reading
 
 __all__ = [
     "BootInfo",
@@ -102,7 +130,7 @@ Registration = Literal["accepted", "pending"]
 class EventSink(Protocol):
     """Where events go: ``edge.outbox.Outbox`` (durable once awaited)."""
 
-    async def append(self, items: Sequence[Event]) -> object: ...
+    async def append(self, items: Sequence[Event | Reading]) -> object: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +196,74 @@ def _opt_str(value: object) -> str | None:
 
 def _opt_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _opt_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _wh(value: float | None) -> float:
+    """A meter register for a session event: the event model wants 0..1e12."""
+    if value is None or value != value:
+        return 0.0
+    return min(max(value, 0.0), 1e12)
+
+
+def _name(value: str) -> str:
+    return value[:128]
+
+
+def _session_started(
+    charger: str,
+    transaction_id: str,
+    connector: int | None,
+    id_tag: str,
+    started_at: datetime,
+    meter_start_wh: float | None,
+    received_at: datetime,
+) -> Event:
+    data = SessionStarted(
+        charger_id=charger,
+        transaction_id=_name(transaction_id),
+        connector_id=min(max(connector or 0, 0), 1000),
+        id_tag=id_tag[:64],
+        started_at=started_at,
+        meter_start_wh=_wh(meter_start_wh),
+    ).model_dump(mode="json")
+    return Event(charger, "session_started", received_at, data)
+
+
+def _session_stopped(
+    charger: str,
+    transaction_id: str,
+    id_tag: str,
+    stopped_at: datetime,
+    meter_stop_wh: float | None,
+    reason: str,
+    received_at: datetime,
+) -> Event:
+    data = SessionStopped(
+        charger_id=charger,
+        transaction_id=_name(transaction_id),
+        stopped_at=stopped_at,
+        meter_stop_wh=_wh(meter_stop_wh),
+        reason=reason[:64],
+        id_tag=id_tag[:64],
+    ).model_dump(mode="json")
+    return Event(charger, "session_stopped", received_at, data)
 
 
 def call_error_frame(message_id: str, code: str, description: str) -> str:
@@ -321,6 +417,202 @@ class _Conversation:
             )
         return lib.status_result(self.version)
 
+    # -- authorisation and transactions ------------------------------------------
+
+    def _note_skipped(self, conversion: MeterConversion) -> None:
+        self.server.note_skipped(self.state.id, conversion.skipped)
+
+    async def _id_tag_info(self, id_tag: str | None) -> dict[str, str] | None:
+        if id_tag is None:
+            return None
+        return {"status": await self.server.authorizer.status(id_tag)}
+
+    async def authorize16(self, payload: dict[str, Any]) -> object:
+        info = await self._id_tag_info(_opt_str(payload.get("id_tag")) or "")
+        return lib.result16.Authorize(id_tag_info=info)
+
+    async def authorize201(self, payload: dict[str, Any]) -> object:
+        token = _opt_dict(payload.get("id_token"))
+        if token.get("type") == "NoAuthorization":
+            return lib.result201.Authorize(id_token_info={"status": "Accepted"})
+        status = await self.server.authorizer.status(
+            _opt_str(token.get("id_token")) or ""
+        )
+        return lib.result201.Authorize(id_token_info={"status": status})
+
+    async def start16(self, payload: dict[str, Any]) -> object:
+        received_at = self.now()
+        charger = self.state.id
+        connector = _opt_int(payload.get("connector_id")) or 0
+        id_tag = _opt_str(payload.get("id_tag")) or ""
+        meter_start = _opt_number(payload.get("meter_start"))
+        ts_raw = payload.get("timestamp")
+        tx_id, new = await self.server.transactions.start16(
+            charger, connector, id_tag, str(ts_raw), int(_wh(meter_start))
+        )
+        info = await self._id_tag_info(id_tag)
+        # appended on a redelivery too: the first attempt may have died between
+        # issuing the id and this commit; the cloud folds duplicates
+        await self.server.sink.append(
+            [
+                _session_started(
+                    charger,
+                    str(tx_id),
+                    connector,
+                    id_tag,
+                    parse_charger_ts(ts_raw, received_at),
+                    meter_start,
+                    received_at,
+                )
+            ]
+        )
+        log.info(
+            "ocpp: charger %s connector %d: transaction %d %s (%s)",
+            charger,
+            connector,
+            tx_id,
+            "started" if new else "start redelivered",
+            info["status"] if info else "-",
+        )
+        return lib.result16.StartTransaction(transaction_id=tx_id, id_tag_info=info)
+
+    async def stop16(self, payload: dict[str, Any]) -> object:
+        received_at = self.now()
+        charger = self.state.id
+        tx_id = _opt_int(payload.get("transaction_id"))
+        id_tag = _opt_str(payload.get("id_tag"))
+        connector = None
+        if tx_id is not None and tx_id > 0:
+            connector = await self.server.transactions.connector16(charger, tx_id)
+        conversion = meter_readings(
+            charger,
+            connector,
+            payload.get("transaction_data"),
+            received_at,
+            v201=False,
+        )
+        self._note_skipped(conversion)
+        stopped_at = parse_charger_ts(payload.get("timestamp"), received_at)
+        meter_stop = _opt_number(payload.get("meter_stop"))
+        reason = _opt_str(payload.get("reason")) or ""
+        items: list[Event | Reading] = list(conversion.readings)
+        if tx_id is not None and tx_id > 0:
+            items.append(
+                _session_stopped(
+                    charger,
+                    str(tx_id),
+                    id_tag or "",
+                    stopped_at,
+                    meter_stop,
+                    reason,
+                    received_at,
+                )
+            )
+        else:
+            log.warning(
+                "ocpp: charger %s: StopTransaction with transactionId %r stored "
+                "unmatched",
+                charger,
+                payload.get("transaction_id"),
+            )
+            items.append(
+                Event(
+                    charger,
+                    "session_stop_unmatched",
+                    received_at,
+                    {
+                        "transaction_id": tx_id,
+                        "stopped_at": _iso(stopped_at),
+                        "meter_stop_wh": _wh(meter_stop),
+                        "reason": reason[:64],
+                        "id_tag": (id_tag or "")[:64],
+                    },
+                )
+            )
+        await self.server.sink.append(items)
+        return lib.result16.StopTransaction(id_tag_info=await self._id_tag_info(id_tag))
+
+    async def meter_values16(self, payload: dict[str, Any]) -> object:
+        received_at = self.now()
+        conversion = meter_readings(
+            self.state.id,
+            _opt_int(payload.get("connector_id")),
+            payload.get("meter_value"),
+            received_at,
+            v201=False,
+        )
+        self._note_skipped(conversion)
+        if conversion.readings:
+            await self.server.sink.append(conversion.readings)
+        return lib.result16.MeterValues()
+
+    async def transaction_event201(self, payload: dict[str, Any]) -> object:
+        received_at = self.now()
+        charger = self.state.id
+        info = _opt_dict(payload.get("transaction_info"))
+        tx_id = _opt_str(info.get("transaction_id"))
+        event_type = payload.get("event_type")
+        seq_no = _opt_int(payload.get("seq_no"))
+        connector = _opt_int(_opt_dict(payload.get("evse")).get("id"))
+        token = _opt_dict(payload.get("id_token"))
+        id_token = _opt_str(token.get("id_token"))
+        store = self.server.transactions
+        state = await store.state201(charger, tx_id, seq_no) if tx_id else None
+        if connector is None and state is not None:
+            connector = state.connector
+        conversion = meter_readings(
+            charger, connector, payload.get("meter_value"), received_at, v201=True
+        )
+        device = device_for(charger, connector)
+        if state is None or not state.seen:
+            self._note_skipped(conversion)
+            items: list[Event | Reading] = list(conversion.readings)
+            ts = parse_charger_ts(payload.get("timestamp"), received_at)
+            if tx_id and event_type == "Started":
+                items.append(
+                    _session_started(
+                        charger,
+                        tx_id,
+                        connector,
+                        id_token or "",
+                        ts,
+                        conversion.register_wh(device, last=False),
+                        received_at,
+                    )
+                )
+            elif tx_id and event_type == "Ended":
+                meter_stop = conversion.register_wh(device, last=True)
+                if meter_stop is None and state is not None:
+                    meter_stop = state.last_register_wh
+                items.append(
+                    _session_stopped(
+                        charger,
+                        tx_id,
+                        id_token or "",
+                        ts,
+                        meter_stop,
+                        _opt_str(info.get("stopped_reason")) or "",
+                        received_at,
+                    )
+                )
+            if items:
+                await self.server.sink.append(items)
+            if tx_id:
+                await store.record201(
+                    charger,
+                    tx_id,
+                    seq_no,
+                    connector,
+                    conversion.register_wh(device, last=True),
+                )
+        if id_token is None:
+            return lib.result201.TransactionEvent()
+        if token.get("type") == "NoAuthorization":
+            status = "Accepted"
+        else:
+            status = await self.server.authorizer.status(id_token)
+        return lib.result201.TransactionEvent(id_token_info={"status": status})
+
 
 class _Csms16(lib.ChargePoint16):  # type: ignore[misc]
     """OCPP 1.6 handlers. ``**payload`` everywhere: lenient chargers may send
@@ -363,6 +655,22 @@ class _Csms16(lib.ChargePoint16):  # type: ignore[misc]
             extra=payload,
         )
 
+    @lib.on("Authorize")
+    async def on_authorize(self, **payload: Any) -> object:
+        return await self._conv.authorize16(payload)
+
+    @lib.on("StartTransaction")
+    async def on_start_transaction(self, **payload: Any) -> object:
+        return await self._conv.start16(payload)
+
+    @lib.on("StopTransaction")
+    async def on_stop_transaction(self, **payload: Any) -> object:
+        return await self._conv.stop16(payload)
+
+    @lib.on("MeterValues")
+    async def on_meter_values(self, **payload: Any) -> object:
+        return await self._conv.meter_values16(payload)
+
 
 class _Csms201(lib.ChargePoint201):  # type: ignore[misc]
     """OCPP 2.0.1 handlers."""
@@ -403,6 +711,14 @@ class _Csms201(lib.ChargePoint201):  # type: ignore[misc]
             extra=payload,
         )
 
+    @lib.on("Authorize")
+    async def on_authorize(self, **payload: Any) -> object:
+        return await self._conv.authorize201(payload)
+
+    @lib.on("TransactionEvent")
+    async def on_transaction_event(self, **payload: Any) -> object:
+        return await self._conv.transaction_event201(payload)
+
 
 _CHARGE_POINT_CLASSES = {"1.6": _Csms16, "2.0.1": _Csms201}
 
@@ -415,6 +731,10 @@ class OcppServer:
     does both around waiting forever, for the agent's TaskGroup. ``chargers`` maps
     identity -> ``ChargerState`` (connected or last known); ``pending`` holds the
     unknown chargers discovery let in, for the installer to adopt.
+
+    Transaction state lives in ``transactions_path``; by default beside the
+    sink's file when the sink is an ``Outbox`` (``<outbox stem>-ocpp.db``), else
+    in memory (tests with a fake sink only: ids would then restart).
     """
 
     def __init__(
@@ -424,6 +744,7 @@ class OcppServer:
         sink: EventSink,
         *,
         clock: Callable[[], datetime] = _utc_now,
+        transactions_path: Path | str | None = None,
     ) -> None:
         self.config = config
         self.known = {c.id: c for c in chargers}
@@ -432,6 +753,39 @@ class OcppServer:
         self.chargers: dict[str, ChargerState] = {}
         self.pending: dict[str, PendingCharger] = {}
         self._server: Server | None = None
+        if transactions_path is None:
+            outbox_path = getattr(getattr(sink, "store", None), "path", None)
+            if isinstance(outbox_path, Path):
+                transactions_path = store_path_beside(outbox_path)
+        self.transactions_path = transactions_path
+        self._transactions: TransactionStore | None = None
+        self._authorizer: Authorizer | None = None
+        # sampled values skipped, by (charger, reason); each pair logged once
+        self.skipped: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def transactions(self) -> TransactionStore:
+        if self._transactions is None:
+            raise OcppNotStarted("the OCPP server is not started: await start()")
+        return self._transactions
+
+    @property
+    def authorizer(self) -> Authorizer:
+        if self._authorizer is None:
+            raise OcppNotStarted("the OCPP server is not started: await start()")
+        return self._authorizer
+
+    def note_skipped(self, charger: str, reasons: Sequence[str]) -> None:
+        for reason in reasons:
+            key = (charger, reason)
+            if key not in self.skipped:
+                log.warning(
+                    "ocpp: charger %s: sampled value skipped (%s); further ones "
+                    "are only counted",
+                    charger,
+                    reason,
+                )
+            self.skipped[key] += 1
 
     @property
     def port(self) -> int:
@@ -455,6 +809,11 @@ class OcppServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if self._transactions is None:
+            if self.transactions_path is None:
+                log.warning("ocpp: transaction state kept in memory only")
+            self._transactions = TransactionStore(self.transactions_path or ":memory:")
+            self._authorizer = Authorizer(cfg, self._transactions, self.clock)
         self._server = await serve(
             self._session,
             cfg.host,
@@ -485,6 +844,9 @@ class OcppServer:
         self._server.close()
         await self._server.wait_closed()
         self._server = None
+        if self._transactions is not None:
+            self._transactions.close()
+            self._transactions = self._authorizer = None
 
     async def run(self) -> None:
         await self.start()

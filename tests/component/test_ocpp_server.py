@@ -483,7 +483,7 @@ BAD_FRAMES: list[tuple[str, Any, tuple[str, str], tuple[str, str]]] = [
     ),
     (
         "action not implemented",
-        [2, "m5", "Authorize", {"idTag": "T1"}],
+        [2, "m5", "DataTransfer", {"vendorId": "acme"}],
         ("m5", "NotImplemented"),
         ("m5", "NotImplemented"),
     ),
