@@ -85,6 +85,9 @@ def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["chargers"] == 50
+    assert (
+        figures["call_errors"] == 0
+    )  # every Boot/Status/MeterValues/Heartbeat handled
     for key in (
         "msgs_per_s",
         "p99_ms",
