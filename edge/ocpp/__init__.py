@@ -8,16 +8,22 @@ Modules:
   (raw password or the hex AuthorizationKey), subprotocol choice;
 * ``edge.ocpp.lib``: the only module that imports the ``ocpp`` package;
 * ``edge.ocpp.server``: ``OcppServer`` (websockets listener, raw-frame screening,
-  one ``ChargePoint`` subclass per OCPP version, registry of connected chargers).
+  one ``ChargePoint`` subclass per OCPP version, registry of connected chargers,
+  commands to chargers: set/clear charging profiles, composite schedule);
+* ``edge.ocpp.commands``: version-specific command payloads and answers (no I/O).
 
 Exception tree::
 
     EdgeError                      (edge)
     └── OcppServerError            the OCPP server cannot do what was asked
         ├── OcppNotStarted         ``.port`` read before ``start()``
-        └── FrameError             a charger's frame cannot be routed; carries the
-                                   wire ``code`` and the ``message_id`` ("-1" when
-                                   unreadable) of the CALLERROR it is answered with
+        ├── FrameError             a charger's frame cannot be routed; carries the
+        │                          wire ``code`` and the ``message_id`` ("-1" when
+        │                          unreadable) of the CALLERROR it is answered with
+        ├── ChargerNotConnected    a command for a charger that is not connected
+        │                          (``edge.ocpp.commands``)
+        └── CommandFailed          the charger answered a command with a CALLERROR;
+                                   carries its ``code`` and ``description``
 
 Errors *inside* a charger's conversation never escape the server: they become a
 CALLERROR to that charger, and its connection and every other charger carry on.

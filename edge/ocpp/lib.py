@@ -12,12 +12,17 @@ the library's habits in one place:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from ocpp import v16 as _v16
 from ocpp import v201 as _v201
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
+from ocpp.charge_point import camel_to_snake_case as _camel_to_snake
+from ocpp.exceptions import OCPPError as _OCPPError
+from ocpp.exceptions import UnknownCallErrorCodeError as _UnknownCallErrorCode
 from ocpp.routing import on as _on
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
@@ -27,6 +32,7 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201 import enums as enums201
 
 __all__ = [
+    "CallErrorAnswer",
     "ChargePoint16",
     "ChargePoint201",
     "boot_result",
@@ -35,6 +41,7 @@ __all__ = [
     "heartbeat_result",
     "make_lenient",
     "on",
+    "outgoing_call",
     "result16",
     "result201",
     "status_result",
@@ -94,3 +101,48 @@ def heartbeat_result(version: str, *, current_time: str) -> object:
 def status_result(version: str) -> object:
     module = result16 if version == "1.6" else result201
     return module.StatusNotification()
+
+
+class CallErrorAnswer(Exception):
+    """The charger answered an outgoing CALL with a CALLERROR."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(f"{code}: {description}")
+        self.code = code
+        self.description = description
+
+
+async def outgoing_call(
+    charge_point: object,
+    version: str,
+    action: str,
+    payload: dict[str, Any],
+    *,
+    timeout_s: float,
+    skip_schema_validation: bool = False,
+) -> dict[str, Any]:
+    """Send the CALL ``action`` with ``payload`` (camelCase wire keys) and return the
+    answer's payload as a dict with snake_case keys (nested objects too).
+
+    Never from inside a handler of the same charger (it would deadlock: the answer
+    is read by the loop that runs the handler). ``suppress=False``: a CALLERROR
+    raises ``CallErrorAnswer``; no answer in ``timeout_s`` raises TimeoutError."""
+    module = call16 if version == "1.6" else call201
+    request = getattr(module, action)(**_camel_to_snake(payload))
+    send = charge_point.call  # type: ignore[attr-defined]
+    try:
+        answer = await asyncio.wait_for(
+            send(
+                request,
+                suppress=False,
+                skip_schema_validation=skip_schema_validation,
+            ),
+            timeout_s,
+        )
+    except _OCPPError as err:
+        raise CallErrorAnswer(
+            str(getattr(err, "code", "GenericError")), str(err.description or "")
+        ) from err
+    except _UnknownCallErrorCode as err:
+        raise CallErrorAnswer("UnknownErrorCode", str(err)) from err
+    return dataclasses.asdict(answer)

@@ -85,6 +85,14 @@ from edge.ocpp.auth import (
     identity_from_path,
 )
 from edge.ocpp.authorize import Authorizer
+from edge.ocpp.commands import (
+    ChargerNotConnected,
+    CommandFailed,
+    clear_charging_profile_request,
+    composite_answer,
+    get_composite_schedule_request,
+    set_charging_profile_request,
+)
 from edge.ocpp.config import ChargerConfig, OcppServerConfig
 from edge.ocpp.transactions import (
     MeterConversion,
@@ -96,6 +104,7 @@ from edge.ocpp.transactions import (
 )
 from edge.outbox import Event
 from protocols.events import SessionStarted, SessionStopped
+from protocols.ocpp import ChargingProfile, ProfilePurpose, RateUnit
 from protocols.readings import Reading
 
 __all__ = [
@@ -854,6 +863,95 @@ class OcppServer:
             await asyncio.Future()
         finally:
             await self.stop()
+
+    # -- commands to chargers ---------------------------------------------------
+    # Callable from outside any handler (controller, tests); never from inside a
+    # handler of the same charger: the answer is read by that charger's loop.
+
+    async def _command(
+        self, charger_id: str, action: str, build: Callable[[str], Any]
+    ) -> dict[str, Any]:
+        state = self.chargers.get(charger_id)
+        if (
+            state is None
+            or not state.connected
+            or state.charge_point is None
+            or state.registration != "accepted"
+        ):
+            raise ChargerNotConnected(charger_id)
+        version = state.ocpp_version
+        _, payload = build(version)
+        known = self.known.get(charger_id)
+        try:
+            return await lib.outgoing_call(
+                state.charge_point,
+                version,
+                action,
+                payload,
+                timeout_s=self.config.response_timeout_s,
+                skip_schema_validation=bool(known and known.lenient),
+            )
+        except lib.CallErrorAnswer as err:
+            raise CommandFailed(err.code, err.description) from err
+        except ConnectionClosed as err:
+            raise ChargerNotConnected(charger_id) from err
+
+    async def set_charging_profile(
+        self, charger_id: str, connector_or_evse_id: int, profile: ChargingProfile
+    ) -> str:
+        """Install ``profile`` on the 1.6 connector / 2.0.1 EVSE; the charger's status
+        ("Accepted", "Rejected"). ``ChargerNotConnected``, ``CommandFailed``,
+        ``ProfileError`` (profile does not fit the target), ``TimeoutError``."""
+        answer = await self._command(
+            charger_id,
+            "SetChargingProfile",
+            lambda v: set_charging_profile_request(v, connector_or_evse_id, profile),
+        )
+        return str(answer.get("status"))
+
+    async def clear_charging_profile(
+        self,
+        charger_id: str,
+        *,
+        profile_id: int | None = None,
+        connector_or_evse_id: int | None = None,
+        purpose: ProfilePurpose | str | None = None,
+        stack_level: int | None = None,
+    ) -> str:
+        """Clear the matching profiles (none given: all); "Accepted" or "Unknown"."""
+        answer = await self._command(
+            charger_id,
+            "ClearChargingProfile",
+            lambda v: clear_charging_profile_request(
+                v,
+                profile_id=profile_id,
+                connector_or_evse_id=connector_or_evse_id,
+                purpose=purpose,
+                stack_level=stack_level,
+            ),
+        )
+        return str(answer.get("status"))
+
+    async def get_composite_schedule(
+        self,
+        charger_id: str,
+        connector_or_evse_id: int,
+        duration_s: int,
+        rate_unit: RateUnit | str = "W",
+    ) -> dict[str, Any]:
+        """The charger's composite schedule: ``{"status", "rate_unit", "periods":
+        [{"start_period_s", "limit", "number_phases"}], ...}`` (see
+        ``edge.ocpp.commands.composite_answer``)."""
+        state = self.chargers.get(charger_id)
+        answer = await self._command(
+            charger_id,
+            "GetCompositeSchedule",
+            lambda v: get_composite_schedule_request(
+                v, connector_or_evse_id, duration_s, rate_unit
+            ),
+        )
+        assert state is not None  # _command raised otherwise
+        return composite_answer(state.ocpp_version, answer)
 
     # -- handshake ------------------------------------------------------------
 
