@@ -60,7 +60,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 import uuid
@@ -88,6 +87,7 @@ from protocols.ocpp import (
     to_ocpp16,
     to_ocpp201,
 )
+from simulators._signals import stop_on_signals
 from simulators.ev import VOLTAGE_V, EvBattery
 from simulators.ocpp_lib import (
     SUBPROTOCOLS,
@@ -1920,18 +1920,6 @@ def _sample_facts(sampled: list[dict[str, Any]]) -> dict[str, Any]:
 # --- entry points ---------------------------------------------------------------------
 
 
-def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        installed.append(signum)
-    return installed
-
-
 def _fleet_configs(base: ChargerConfig, fleet: int | None) -> list[ChargerConfig]:
     if fleet is None:
         return [base]
@@ -1978,15 +1966,12 @@ async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) ->
         log.error("charger simulator: %s", exc)
         return 2
     stop = stop or asyncio.Event()
-    installed = _install_stop_handlers(stop)
     try:
-        results = await asyncio.gather(*(sim.run(stop) for sim in sims))
+        with stop_on_signals(stop):
+            results = await asyncio.gather(*(sim.run(stop) for sim in sims))
         return max(results)
     finally:
         ledger.close()
-        loop = asyncio.get_running_loop()
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import random
-import signal
 import ssl
 import sys
 import time
@@ -64,6 +63,7 @@ from protocols.meters import (
 )
 from protocols.readings import ts_to_ms
 from protocols.urls import BadURL, MqttTarget, parse_mqtt_url
+from simulators._signals import stop_on_signals
 from simulators.household import HouseholdLoad, MeterSample, PhaseSample
 
 log = logging.getLogger("fusebox.sim.meter")
@@ -973,18 +973,6 @@ class MeterSimulator:
         )
 
 
-def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue  # not the main thread, or no signals here: the caller stops us
-        installed.append(signum)
-    return installed
-
-
 async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) -> int:
     """Run one simulated meter from parsed ``add_arguments`` flags.
 
@@ -1005,13 +993,8 @@ async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) ->
         log.error("fusebox sim meter: %s", exc)
         return 2
     stop = stop or asyncio.Event()
-    installed = _install_stop_handlers(stop)
-    try:
+    with stop_on_signals(stop):
         return await simulator.run(stop)
-    finally:
-        loop = asyncio.get_running_loop()
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
