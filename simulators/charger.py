@@ -1146,9 +1146,23 @@ class ChargerSim:
         )
         if profile_wire is not None and connector.tx is not None:
             if self.version == "1.6":
-                self.set_profile(
-                    {"connectorId": connector.id, "csChargingProfiles": profile_wire}
+                # the transaction id may not be known yet (StartTransaction
+                # unanswered): installed unbound, the TxProfile applies to the
+                # connector's running transaction and goes with it
+                try:
+                    wire = to_ocpp16(from_ocpp16(profile_wire))
+                except ProfileError as exc:
+                    log.warning(
+                        "charger %s: remote-start profile rejected: %s",
+                        self.config.charger_id,
+                        exc,
+                    )
+                    return
+                self.state.data["profiles"].append(
+                    {"connector": connector.id, "profile": wire}
                 )
+                self._installed = None
+                self.state.save()
             else:
                 profile_wire.setdefault("transactionId", connector.tx.ref)
                 self.set_profile(

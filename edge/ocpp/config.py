@@ -28,6 +28,7 @@ __all__ = [
     "IdTagStatus",
     "OcppServerConfig",
     "OcppVersion",
+    "ToleranceConfig",
 ]
 
 OcppVersion = Literal["1.6", "2.0.1"]
@@ -39,6 +40,34 @@ _CHARGE_POINT_ID = r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ToleranceConfig(_Strict):
+    """How far the edge bends for one charger's known firmware quirks
+    (``[chargers.tolerance]``). Tolerated for every charger anyway: no subprotocol
+    offered (1.6), unit spellings such as ``Hz``/``Celcius``/``C``, values as
+    strings, a sampled value that cannot be read (skipped, the rest stored),
+    missing or unset (1970) timestamps (the time of reception is used)."""
+
+    validation: Literal["strict", "clip_strings", "off"] = Field(
+        default="strict",
+        description=(
+            "strict: the OCPP JSON schemas; clip_strings: strings over the schema's "
+            "maxLength (e.g. 26-33 character serial numbers) are cut to fit, then "
+            "the schema applies; off: no schema validation (the last resort)"
+        ),
+    )
+    energy_in_kwh: bool = Field(
+        default=False,
+        description="energy registers labelled Wh (or unlabelled) are really kWh",
+    )
+    clock: Literal["charger", "gateway"] = Field(
+        default="charger",
+        description=(
+            "charger: use the charger's timestamps (checked for sanity); gateway: "
+            "its clock is wrong, stamp everything with the time of reception"
+        ),
+    )
 
 
 class ChargerConfig(_Strict):
@@ -62,8 +91,17 @@ class ChargerConfig(_Strict):
     )
     lenient: bool = Field(
         default=False,
-        description="skip schema validation for this charger (known firmware quirks)",
+        description="shorthand for tolerance.validation = 'off'",
     )
+    tolerance: ToleranceConfig = Field(
+        default_factory=ToleranceConfig,
+        description="the firmware quirks to tolerate for this charger",
+    )
+
+    @property
+    def validation(self) -> str:
+        """The effective schema validation: strict, clip_strings or off."""
+        return "off" if self.lenient else self.tolerance.validation
 
 
 def _unique_ids(chargers: list[ChargerConfig]) -> list[ChargerConfig]:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import json
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, TypeVar, cast
 
 from ocpp import v16 as _v16
@@ -23,6 +26,7 @@ from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.charge_point import camel_to_snake_case as _camel_to_snake
 from ocpp.exceptions import OCPPError as _OCPPError
 from ocpp.exceptions import UnknownCallErrorCodeError as _UnknownCallErrorCode
+from ocpp.routing import after as _after
 from ocpp.routing import on as _on
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
@@ -35,9 +39,11 @@ __all__ = [
     "CallErrorAnswer",
     "ChargePoint16",
     "ChargePoint201",
+    "after",
     "boot_result",
     "call16",
     "call201",
+    "clip_strings",
     "heartbeat_result",
     "make_lenient",
     "on",
@@ -60,6 +66,14 @@ def on(action: str) -> Callable[[_F], _F]:
     The method must always return a result object (a missing return kills the
     library's read loop; ``edge.ocpp.server`` guards against it anyway)."""
     return cast(Callable[[_F], _F], _on(action))
+
+
+def after(action: str) -> Callable[[_F], _F]:
+    """``@after("BootNotification")``: run the method after the answer to an incoming
+    CALL of ``action`` was sent. The library wraps an awaitable it returns in a task
+    it keeps no reference to, so the method should be plain and hand any work to a
+    task its owner keeps (``OcppServer`` does)."""
+    return cast(Callable[[_F], _F], _after(action))
 
 
 def make_lenient(charge_point: object) -> None:
@@ -146,3 +160,61 @@ async def outgoing_call(
     except _UnknownCallErrorCode as err:
         raise CallErrorAnswer("UnknownErrorCode", str(err)) from err
     return dataclasses.asdict(answer)
+
+
+@functools.cache
+def _request_schema(version: str, action: str) -> dict[str, Any] | None:
+    package = "ocpp.v16.schemas" if version == "1.6" else "ocpp.v201.schemas"
+    name = f"{action}.json" if version == "1.6" else f"{action}Request.json"
+    try:
+        text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
+    except (FileNotFoundError, ModuleNotFoundError, OSError):
+        return None
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def clip_strings(
+    version: str, action: str, payload: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """``payload`` (camelCase, as on the wire) with every string longer than its
+    schema's ``maxLength`` cut to fit, and the paths that were cut (e.g.
+    ``chargePointSerialNumber``). For chargers whose firmware sends over-long
+    strings (26-33 character serial numbers); an unknown action is left alone."""
+    schema = _request_schema(version, action)
+    if schema is None:
+        return payload, []
+    definitions = schema.get("definitions", {})
+    clipped: list[str] = []
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            target = definitions.get(ref.rsplit("/", 1)[1])
+            if isinstance(target, dict):
+                return target
+        return node
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> Any:
+        node = resolve(node)
+        if isinstance(value, str):
+            limit = node.get("maxLength")
+            if isinstance(limit, int) and len(value) > limit:
+                clipped.append(path)
+                return value[:limit]
+            return value
+        if isinstance(value, dict):
+            props = node.get("properties", {})
+            return {
+                key: walk(item, props[key], f"{path}.{key}" if path else key)
+                if isinstance(props.get(key), dict)
+                else item
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            items = node.get("items")
+            if isinstance(items, dict):
+                return [walk(item, items, f"{path}[]") for item in value]
+        return value
+
+    return walk(payload, schema, ""), clipped

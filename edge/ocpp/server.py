@@ -65,7 +65,7 @@ import json
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -77,7 +77,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from edge.ocpp import FrameError, OcppNotStarted, lib
+from edge.ocpp import FrameError, OcppNotStarted, OcppServerError, lib
 from edge.ocpp.auth import (
     SUBPROTOCOLS,
     check_basic_auth,
@@ -86,14 +86,31 @@ from edge.ocpp.auth import (
 )
 from edge.ocpp.authorize import Authorizer
 from edge.ocpp.commands import (
+    CAPABILITY_KEYS_16,
+    CAPABILITY_VARIABLES_201,
+    Capabilities,
     ChargerNotConnected,
     CommandFailed,
+    Variable,
+    capabilities_16,
+    capabilities_201,
+    change_availability_request,
+    change_configuration_request,
     clear_charging_profile_request,
     composite_answer,
+    configuration_answer,
     get_composite_schedule_request,
+    get_configuration_request,
+    get_variables_request,
+    remote_start_request,
+    remote_stop_request,
+    reset_request,
     set_charging_profile_request,
+    set_variables_request,
+    trigger_message_request,
+    variables_answer,
 )
-from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.ocpp.config import ChargerConfig, OcppServerConfig, ToleranceConfig
 from edge.ocpp.transactions import (
     MeterConversion,
     TransactionStore,
@@ -131,6 +148,11 @@ _SPELLING_16 = {
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
 }
 _PENDING_ALLOWED = frozenset({"BootNotification", "Heartbeat"})
+_STRICT = ToleranceConfig()
+_NOTICE_MAX = 8192
+# a charger that reconnects without BootNotification (allowed) gets its
+# capabilities read after this long
+_BOOT_BACKSTOP_S = 10.0
 _CLOSE_NO_COMMON_VERSION = 1002
 
 Registration = Literal["accepted", "pending"]
@@ -177,6 +199,10 @@ class ChargerState:
         default_factory=dict
     )
     charge_point: object | None = field(default=None, repr=False)
+    # smart-charging capabilities read after boot (kept across reconnects)
+    capabilities: Capabilities | None = None
+    booted: bool = False  # sent BootNotification on this connection
+    firmware_status: str | None = None
 
 
 @dataclass(slots=True)
@@ -343,9 +369,85 @@ class _Conversation:
     def now(self) -> datetime:
         return self.server.clock()
 
+    @property
+    def tolerance(self) -> ToleranceConfig:
+        known = self.server.known.get(self.state.id)
+        return known.tolerance if known is not None else _STRICT
+
+    def ts(self, value: object, received_at: datetime) -> datetime:
+        """A charger timestamp, or the reception time if its clock is not trusted."""
+        if self.tolerance.clock == "gateway":
+            return received_at
+        return parse_charger_ts(value, received_at)
+
+    def register(self, value: object) -> float | None:
+        """A 1.6 meterStart/meterStop in Wh (scaled if the charger sends kWh)."""
+        number = _opt_number(value)
+        if number is not None and self.tolerance.energy_in_kwh:
+            number *= 1000.0
+        return number
+
+    def readings(
+        self, connector: int | None, meter_values: object, received_at: datetime
+    ) -> MeterConversion:
+        tolerance = self.tolerance
+        conversion = meter_readings(
+            self.state.id,
+            connector,
+            meter_values,
+            received_at,
+            v201=self.version != "1.6",
+            energy_in_kwh=tolerance.energy_in_kwh,
+            trust_clock=tolerance.clock == "charger",
+        )
+        self._note_skipped(conversion)
+        return conversion
+
+    def after_boot(self) -> None:
+        """After the BootNotification answer went out: read the capabilities."""
+        if self.state.registration == "accepted":
+            self.server.spawn(self.server.discover_quietly(self.state.id, self.state))
+
+    async def notice(self, kind: str, payload: dict[str, Any]) -> None:
+        """Store a charger notification (firmware, diagnostics, security, report)
+        as an event; big payloads are kept as at most 8 KiB of JSON text."""
+        received_at = self.now()
+        text = json.dumps(payload, default=str, separators=(",", ":"))
+        data: dict[str, Any] = {"ocpp_version": self.version}
+        if len(text) <= _NOTICE_MAX:
+            data["payload"] = json.loads(text)
+        else:
+            data["payload_text"] = text[:_NOTICE_MAX]
+            data["truncated_from"] = len(text)
+        await self.server.sink.append([Event(self.state.id, kind, received_at, data)])
+
+    async def firmware_status(self, payload: dict[str, Any]) -> None:
+        self.state.firmware_status = _opt_str(payload.get("status"))
+        log.info(
+            "ocpp: charger %s firmware %s", self.state.id, self.state.firmware_status
+        )
+        await self.notice("firmware_status", payload)
+
+    async def data_transfer(self, payload: dict[str, Any]) -> str:
+        """Vendor-specific data: stored as an event, answered UnknownVendorId (the
+        edge implements no vendor extension; a charger then stops sending it)."""
+        data = payload.get("data")
+        if data is not None and not isinstance(data, str):
+            data = json.dumps(data, default=str)  # an object, a known quirk
+        await self.notice(
+            "data_transfer",
+            {
+                "vendor_id": _opt_str(payload.get("vendor_id")),
+                "message_id": _opt_str(payload.get("message_id")),
+                "data": data,
+            },
+        )
+        return "UnknownVendorId"
+
     async def boot(self, info: BootInfo) -> object:
         state = self.state
         state.boot = info
+        state.booted = True
         cfg = self.server.config
         if state.registration == "pending":
             pending = self.server.pending.get(state.id)
@@ -454,7 +556,7 @@ class _Conversation:
         charger = self.state.id
         connector = _opt_int(payload.get("connector_id")) or 0
         id_tag = _opt_str(payload.get("id_tag")) or ""
-        meter_start = _opt_number(payload.get("meter_start"))
+        meter_start = self.register(payload.get("meter_start"))
         ts_raw = payload.get("timestamp")
         tx_id, new = await self.server.transactions.start16(
             charger, connector, id_tag, str(ts_raw), int(_wh(meter_start))
@@ -469,7 +571,7 @@ class _Conversation:
                     str(tx_id),
                     connector,
                     id_tag,
-                    parse_charger_ts(ts_raw, received_at),
+                    self.ts(ts_raw, received_at),
                     meter_start,
                     received_at,
                 )
@@ -493,16 +595,11 @@ class _Conversation:
         connector = None
         if tx_id is not None and tx_id > 0:
             connector = await self.server.transactions.connector16(charger, tx_id)
-        conversion = meter_readings(
-            charger,
-            connector,
-            payload.get("transaction_data"),
-            received_at,
-            v201=False,
+        conversion = self.readings(
+            connector, payload.get("transaction_data"), received_at
         )
-        self._note_skipped(conversion)
-        stopped_at = parse_charger_ts(payload.get("timestamp"), received_at)
-        meter_stop = _opt_number(payload.get("meter_stop"))
+        stopped_at = self.ts(payload.get("timestamp"), received_at)
+        meter_stop = self.register(payload.get("meter_stop"))
         reason = _opt_str(payload.get("reason")) or ""
         items: list[Event | Reading] = list(conversion.readings)
         if tx_id is not None and tx_id > 0:
@@ -541,19 +638,16 @@ class _Conversation:
         await self.server.sink.append(items)
         return lib.result16.StopTransaction(id_tag_info=await self._id_tag_info(id_tag))
 
-    async def meter_values16(self, payload: dict[str, Any]) -> object:
+    async def meter_values(self, payload: dict[str, Any]) -> None:
+        """1.6 MeterValues (connectorId) and 2.0.1 MeterValues (evseId, outside a
+        transaction: e.g. the station's own meter on EVSE 0)."""
         received_at = self.now()
-        conversion = meter_readings(
-            self.state.id,
-            _opt_int(payload.get("connector_id")),
-            payload.get("meter_value"),
-            received_at,
-            v201=False,
+        key = "connector_id" if self.version == "1.6" else "evse_id"
+        conversion = self.readings(
+            _opt_int(payload.get(key)), payload.get("meter_value"), received_at
         )
-        self._note_skipped(conversion)
         if conversion.readings:
             await self.server.sink.append(conversion.readings)
-        return lib.result16.MeterValues()
 
     async def transaction_event201(self, payload: dict[str, Any]) -> object:
         received_at = self.now()
@@ -569,14 +663,11 @@ class _Conversation:
         state = await store.state201(charger, tx_id, seq_no) if tx_id else None
         if connector is None and state is not None:
             connector = state.connector
-        conversion = meter_readings(
-            charger, connector, payload.get("meter_value"), received_at, v201=True
-        )
+        conversion = self.readings(connector, payload.get("meter_value"), received_at)
         device = device_for(charger, connector)
         if state is None or not state.seen:
-            self._note_skipped(conversion)
             items: list[Event | Reading] = list(conversion.readings)
-            ts = parse_charger_ts(payload.get("timestamp"), received_at)
+            ts = self.ts(payload.get("timestamp"), received_at)
             if tx_id and event_type == "Started":
                 items.append(
                     _session_started(
@@ -678,7 +769,41 @@ class _Csms16(lib.ChargePoint16):  # type: ignore[misc]
 
     @lib.on("MeterValues")
     async def on_meter_values(self, **payload: Any) -> object:
-        return await self._conv.meter_values16(payload)
+        await self._conv.meter_values(payload)
+        return lib.result16.MeterValues()
+
+    @lib.after("BootNotification")
+    def after_boot_notification(self, **payload: Any) -> None:
+        self._conv.after_boot()
+
+    @lib.on("DataTransfer")
+    async def on_data_transfer(self, **payload: Any) -> object:
+        return lib.result16.DataTransfer(status=await self._conv.data_transfer(payload))
+
+    @lib.on("FirmwareStatusNotification")
+    async def on_firmware_status(self, **payload: Any) -> object:
+        await self._conv.firmware_status(payload)
+        return lib.result16.FirmwareStatusNotification()
+
+    @lib.on("DiagnosticsStatusNotification")
+    async def on_diagnostics_status(self, **payload: Any) -> object:
+        await self._conv.notice("diagnostics_status", payload)
+        return lib.result16.DiagnosticsStatusNotification()
+
+    @lib.on("SecurityEventNotification")
+    async def on_security_event(self, **payload: Any) -> object:
+        await self._conv.notice("security_event", payload)
+        return lib.result16.SecurityEventNotification()
+
+    @lib.on("SignedFirmwareStatusNotification")
+    async def on_signed_firmware_status(self, **payload: Any) -> object:
+        await self._conv.firmware_status(payload)
+        return lib.result16.SignedFirmwareStatusNotification()
+
+    @lib.on("LogStatusNotification")
+    async def on_log_status(self, **payload: Any) -> object:
+        await self._conv.notice("log_status", payload)
+        return lib.result16.LogStatusNotification()
 
 
 class _Csms201(lib.ChargePoint201):  # type: ignore[misc]
@@ -728,6 +853,61 @@ class _Csms201(lib.ChargePoint201):  # type: ignore[misc]
     async def on_transaction_event(self, **payload: Any) -> object:
         return await self._conv.transaction_event201(payload)
 
+    @lib.after("BootNotification")
+    def after_boot_notification(self, **payload: Any) -> None:
+        self._conv.after_boot()
+
+    @lib.on("MeterValues")
+    async def on_meter_values(self, **payload: Any) -> object:
+        await self._conv.meter_values(payload)
+        return lib.result201.MeterValues()
+
+    @lib.on("DataTransfer")
+    async def on_data_transfer(self, **payload: Any) -> object:
+        return lib.result201.DataTransfer(
+            status=await self._conv.data_transfer(payload)
+        )
+
+    @lib.on("FirmwareStatusNotification")
+    async def on_firmware_status(self, **payload: Any) -> object:
+        await self._conv.firmware_status(payload)
+        return lib.result201.FirmwareStatusNotification()
+
+    @lib.on("SecurityEventNotification")
+    async def on_security_event(self, **payload: Any) -> object:
+        await self._conv.notice("security_event", payload)
+        return lib.result201.SecurityEventNotification()
+
+    @lib.on("LogStatusNotification")
+    async def on_log_status(self, **payload: Any) -> object:
+        await self._conv.notice("log_status", payload)
+        return lib.result201.LogStatusNotification()
+
+    @lib.on("NotifyEvent")
+    async def on_notify_event(self, **payload: Any) -> object:
+        await self._conv.notice("notify_event", payload)
+        return lib.result201.NotifyEvent()
+
+    @lib.on("NotifyReport")
+    async def on_notify_report(self, **payload: Any) -> object:
+        await self._conv.notice("notify_report", payload)
+        return lib.result201.NotifyReport()
+
+    @lib.on("NotifyChargingLimit")
+    async def on_notify_charging_limit(self, **payload: Any) -> object:
+        await self._conv.notice("charging_limit", payload)
+        return lib.result201.NotifyChargingLimit()
+
+    @lib.on("ClearedChargingLimit")
+    async def on_cleared_charging_limit(self, **payload: Any) -> object:
+        await self._conv.notice("charging_limit_cleared", payload)
+        return lib.result201.ClearedChargingLimit()
+
+    @lib.on("ReportChargingProfiles")
+    async def on_report_charging_profiles(self, **payload: Any) -> object:
+        await self._conv.notice("charging_profiles_report", payload)
+        return lib.result201.ReportChargingProfiles()
+
 
 _CHARGE_POINT_CLASSES = {"1.6": _Csms16, "2.0.1": _Csms201}
 
@@ -771,6 +951,14 @@ class OcppServer:
         self._authorizer: Authorizer | None = None
         # sampled values skipped, by (charger, reason); each pair logged once
         self.skipped: Counter[tuple[str, str]] = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._remote_start_id = int(clock().timestamp()) % 1_000_000_000
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the server keeps (and cancels at ``stop``)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @property
     def transactions(self) -> TransactionStore:
@@ -848,6 +1036,10 @@ class OcppServer:
         )
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is None:
             return
         self._server.close()
@@ -880,7 +1072,7 @@ class OcppServer:
         ):
             raise ChargerNotConnected(charger_id)
         version = state.ocpp_version
-        _, payload = build(version)
+        action, payload = build(version)  # the action's name differs by version
         known = self.known.get(charger_id)
         try:
             return await lib.outgoing_call(
@@ -889,7 +1081,7 @@ class OcppServer:
                 action,
                 payload,
                 timeout_s=self.config.response_timeout_s,
-                skip_schema_validation=bool(known and known.lenient),
+                skip_schema_validation=bool(known and known.validation == "off"),
             )
         except lib.CallErrorAnswer as err:
             raise CommandFailed(err.code, err.description) from err
@@ -952,6 +1144,176 @@ class OcppServer:
         )
         assert state is not None  # _command raised otherwise
         return composite_answer(state.ocpp_version, answer)
+
+    def _version(self, charger_id: str) -> str:
+        state = self.chargers.get(charger_id)
+        if state is None or not state.connected:
+            raise ChargerNotConnected(charger_id)
+        return state.ocpp_version
+
+    async def remote_start(
+        self,
+        charger_id: str,
+        id_tag: str,
+        *,
+        connector_or_evse_id: int | None = None,
+        profile: ChargingProfile | None = None,
+    ) -> str:
+        """Ask the charger to start a transaction for ``id_tag`` (1.6
+        RemoteStartTransaction, 2.0.1 RequestStartTransaction with a fresh
+        remoteStartId); "Accepted" or "Rejected". The transaction itself arrives as
+        StartTransaction/TransactionEvent like any other."""
+        self._remote_start_id += 1
+        answer = await self._command(
+            charger_id,
+            "RemoteStart",
+            lambda v: remote_start_request(
+                v,
+                id_tag,
+                connector_or_evse_id=connector_or_evse_id,
+                remote_start_id=self._remote_start_id,
+                profile=profile,
+            ),
+        )
+        return str(answer.get("status"))
+
+    async def remote_stop(self, charger_id: str, transaction_id: int | str) -> str:
+        """Ask the charger to stop a transaction; "Accepted" or "Rejected"."""
+        answer = await self._command(
+            charger_id, "RemoteStop", lambda v: remote_stop_request(v, transaction_id)
+        )
+        return str(answer.get("status"))
+
+    async def trigger_message(
+        self, charger_id: str, requested: str, connector_or_evse_id: int | None = None
+    ) -> str:
+        """Ask the charger to send ``requested`` (BootNotification, Heartbeat,
+        StatusNotification, MeterValues, ...) now; "Accepted", "Rejected" or
+        "NotImplemented". The message itself arrives at its handler."""
+        answer = await self._command(
+            charger_id,
+            "TriggerMessage",
+            lambda v: trigger_message_request(v, requested, connector_or_evse_id),
+        )
+        return str(answer.get("status"))
+
+    async def reset(self, charger_id: str, kind: str = "soft") -> str:
+        """Reset the charger: "soft" (1.6 Soft, 2.0.1 OnIdle) or "hard" (1.6 Hard,
+        2.0.1 Immediate); "Accepted", "Rejected" or (2.0.1) "Scheduled"."""
+        answer = await self._command(
+            charger_id, "Reset", lambda v: reset_request(v, kind)
+        )
+        return str(answer.get("status"))
+
+    async def change_availability(
+        self, charger_id: str, connector_or_evse_id: int, operative: bool
+    ) -> str:
+        """Make a connector/EVSE (0: the whole charger) operative or inoperative;
+        "Accepted", "Rejected" or "Scheduled" (after the running transaction)."""
+        answer = await self._command(
+            charger_id,
+            "ChangeAvailability",
+            lambda v: change_availability_request(v, connector_or_evse_id, operative),
+        )
+        return str(answer.get("status"))
+
+    async def get_configuration(
+        self, charger_id: str, keys: Sequence[str] | None = None
+    ) -> tuple[dict[str, str | None], list[str]]:
+        """1.6 GetConfiguration: ({key: value}, unknown keys). ``ValueError`` for a
+        2.0.1 charger (use ``get_variables``)."""
+        if self._version(charger_id) != "1.6":
+            raise ValueError(f"{charger_id} speaks 2.0.1: use get_variables")
+        answer = await self._command(
+            charger_id, "GetConfiguration", lambda v: get_configuration_request(keys)
+        )
+        return configuration_answer(answer)
+
+    async def change_configuration(self, charger_id: str, key: str, value: str) -> str:
+        """1.6 ChangeConfiguration; "Accepted", "Rejected", "RebootRequired" or
+        "NotSupported". ``ValueError`` for a 2.0.1 charger (use ``set_variables``)."""
+        if self._version(charger_id) != "1.6":
+            raise ValueError(f"{charger_id} speaks 2.0.1: use set_variables")
+        answer = await self._command(
+            charger_id,
+            "ChangeConfiguration",
+            lambda v: change_configuration_request(key, value),
+        )
+        return str(answer.get("status"))
+
+    async def get_variables(
+        self, charger_id: str, variables: Sequence[Variable]
+    ) -> dict[str, tuple[str, str | None]]:
+        """2.0.1 GetVariables: {"Component.variable": (attributeStatus, value)}.
+        ``ValueError`` for a 1.6 charger (use ``get_configuration``)."""
+        if self._version(charger_id) == "1.6":
+            raise ValueError(f"{charger_id} speaks 1.6: use get_configuration")
+        answer = await self._command(
+            charger_id, "GetVariables", lambda v: get_variables_request(variables)
+        )
+        return variables_answer(answer, "get_variable_result")
+
+    async def set_variables(
+        self, charger_id: str, values: Sequence[tuple[Variable, str]]
+    ) -> dict[str, tuple[str, str | None]]:
+        """2.0.1 SetVariables: {"Component.variable": (attributeStatus, None)}."""
+        if self._version(charger_id) == "1.6":
+            raise ValueError(f"{charger_id} speaks 1.6: use change_configuration")
+        answer = await self._command(
+            charger_id, "SetVariables", lambda v: set_variables_request(values)
+        )
+        return variables_answer(answer, "set_variable_result")
+
+    async def discover_capabilities(self, charger_id: str) -> Capabilities:
+        """Read the charger's smart-charging capabilities (1.6 configuration keys,
+        2.0.1 SmartChargingCtrlr variables), keep them on its ``ChargerState`` and
+        store them as a ``capabilities`` event for the cloud."""
+        if self._version(charger_id) == "1.6":
+            known, _ = await self.get_configuration(charger_id, CAPABILITY_KEYS_16)
+            caps = capabilities_16(known)
+        else:
+            results = await self.get_variables(charger_id, CAPABILITY_VARIABLES_201)
+            caps = capabilities_201(results)
+        state = self.chargers.get(charger_id)
+        if state is not None:
+            state.capabilities = caps
+        await self.sink.append(
+            [Event(charger_id, "capabilities", self.clock(), caps.as_json())]
+        )
+        log.info(
+            "ocpp: charger %s smart charging %s: stack levels 0-%s, %s periods, "
+            "units %s",
+            charger_id,
+            {True: "on", False: "off", None: "unknown"}[caps.smart_charging],
+            caps.max_stack_level,
+            caps.max_periods,
+            ",".join(sorted(caps.rate_units)) or "unknown",
+        )
+        return caps
+
+    async def discover_quietly(self, charger_id: str, state: ChargerState) -> None:
+        """``discover_capabilities`` for a task: failures are logged, not raised."""
+        try:
+            await self.discover_capabilities(charger_id)
+        except (OcppServerError, TimeoutError, ValueError) as err:
+            if self.chargers.get(charger_id) is state and state.connected:
+                log.warning(
+                    "ocpp: charger %s: capabilities not read (%s); smart charging "
+                    "will assume A, stack level 0 and 1 period until it reboots",
+                    charger_id,
+                    err,
+                )
+
+    async def _boot_backstop(self, state: ChargerState) -> None:
+        await asyncio.sleep(_BOOT_BACKSTOP_S)
+        if (
+            self.chargers.get(state.id) is state
+            and state.connected
+            and not state.booted
+            and state.capabilities is None
+            and state.registration == "accepted"
+        ):
+            await self.discover_quietly(state.id, state)
 
     # -- handshake ------------------------------------------------------------
 
@@ -1035,6 +1397,8 @@ class OcppServer:
         if previous is not None:
             # a reconnect often beats the old socket's death: the newest one wins
             state.boot, state.connectors = previous.boot, dict(previous.connectors)
+            state.capabilities = previous.capabilities
+            state.firmware_status = previous.firmware_status
         if registration == "pending":
             held = self.pending.get(identity)
             if held is None:
@@ -1048,9 +1412,11 @@ class OcppServer:
         cp = _CHARGE_POINT_CLASSES[version](
             _Conversation(self, state), link, self.config.response_timeout_s
         )
-        if registration == "accepted" and self.known[identity].lenient:
+        if registration == "accepted" and self.known[identity].validation == "off":
             lib.make_lenient(cp)
         state.charge_point = cp
+        if registration == "accepted":
+            self.spawn(self._boot_backstop(state))
         log.info(
             "ocpp: charger %s connected from %s, OCPP %s, %s",
             identity,
@@ -1099,6 +1465,18 @@ class OcppServer:
                 )
                 continue
             text = raw if isinstance(raw, str) else raw.decode("utf-8")
+            known = self.known.get(state.id)
+            if (
+                frame[0] == CALL
+                and known is not None
+                and known.validation == "clip_strings"
+            ):
+                payload, clipped = lib.clip_strings(version, frame[2], frame[3])
+                if clipped:
+                    self.note_skipped(
+                        state.id, [f"clipped:{frame[2]}.{p}" for p in clipped]
+                    )
+                    text = json.dumps([CALL, frame[1], frame[2], payload])
             try:
                 await cp.route_message(text)
             except ConnectionClosed:

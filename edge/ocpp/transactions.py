@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -389,8 +389,12 @@ def _number(raw: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _convert(sample: Mapping[str, Any], v201: bool) -> tuple[str, float] | str:
-    """``(quantity, value)`` or the reason to skip the sample."""
+def _convert(
+    sample: Mapping[str, Any], v201: bool, energy_in_kwh: bool = False
+) -> tuple[str, float] | str:
+    """``(quantity, value)`` or the reason to skip the sample. ``energy_in_kwh``:
+    energy registers labelled Wh (or not labelled) are really kWh (a firmware
+    quirk, OpenEVSE#703); an explicit kWh label is read as kWh either way."""
     measurand = sample.get("measurand") or "Energy.Active.Import.Register"
     if not isinstance(measurand, str):
         return "measurand:?"
@@ -418,6 +422,8 @@ def _convert(sample: Mapping[str, Any], v201: bool) -> tuple[str, float] | str:
         return f"unit:{measurand}/{unit_raw}"
     if unit != natural:
         return f"unit:{measurand}/{unit_raw}"
+    if energy_in_kwh and natural == "Wh" and factor == 1.0:
+        factor = 1000.0
     number = _number(sample.get("value"))
     if number is None:
         return f"value:{measurand}"
@@ -439,23 +445,36 @@ def meter_readings(
     received_at: datetime,
     *,
     v201: bool,
+    energy_in_kwh: bool = False,
+    trust_clock: bool = True,
 ) -> MeterConversion:
     """Readings from a 1.6 ``meterValue``/``transactionData`` or a 2.0.1
-    ``meterValue`` list (snake_case dicts, as the ``ocpp`` library passes them)."""
+    ``meterValue`` list (snake_case dicts, as the ``ocpp`` library passes them).
+    ``energy_in_kwh``: see ``_convert``; ``trust_clock`` False stamps every value
+    with ``received_at`` (chargers whose clock cannot be trusted)."""
     out = MeterConversion()
     device = device_for(charger, connector)
-    items: Iterable[Any] = meter_values if isinstance(meter_values, list) else []
-    for mv in items:
+    items: list[Any] = meter_values if isinstance(meter_values, list) else []
+    stamps = [
+        parse_charger_ts(mv.get("timestamp"), received_at)
+        if isinstance(mv, Mapping)
+        else received_at
+        for mv in items
+    ]
+    # an untrusted clock: the newest value is stamped on arrival and the others
+    # keep their spacing from it (a StopTransaction's transactionData spans hours)
+    shift = received_at - max(stamps) if stamps and not trust_clock else None
+    for mv, charger_ts in zip(items, stamps, strict=True):
         if not isinstance(mv, Mapping):
             out.skipped.append("meter_value:not an object")
             continue
-        ts = parse_charger_ts(mv.get("timestamp"), received_at)
+        ts = charger_ts if shift is None else charger_ts + shift
         samples = mv.get("sampled_value")
         for sample in samples if isinstance(samples, list) else []:
             if not isinstance(sample, Mapping):
                 out.skipped.append("sampled_value:not an object")
                 continue
-            converted = _convert(sample, v201)
+            converted = _convert(sample, v201, energy_in_kwh)
             if isinstance(converted, str):
                 out.skipped.append(converted)
                 continue
