@@ -890,6 +890,8 @@ class ChargerSim:
             tx = self.connectors[target].tx if target in self.connectors else None
             if tx is None:
                 return "Rejected"
+            if profile.transaction_id != self._tx_key(tx):
+                return "Rejected"  # bound to another transaction (K01.FR.09)
         kept = []
         for item, installed in zip(
             self.state.data["profiles"], self.installed(), strict=True

@@ -277,6 +277,8 @@ async def test_remote_start_txprofile_and_remote_stop(
             )
 
         await eventually(charging, timeout_s=timeout(10), message="EV draws power")
+        other = tx_profile(LIMIT_W, tx_id(version, "999999"))
+        assert await server.set_charging_profile("CP1", 1, other) == "Rejected"
         profile = tx_profile(LIMIT_W, transaction)
         assert await server.set_charging_profile("CP1", 1, profile) == "Accepted"
         mark = (await outbox.read(1, None, 100_000))[-1].seq
