@@ -60,6 +60,25 @@ status_interval_s = 10     # gateway status (retained) every this many seconds
 # Prometheus text on http://<listen>/metrics; comment out to turn off.
 listen = "127.0.0.1:9108"
 
+# Chargers: the gateway is the site's OCPP-J server (1.6 and 2.0.1 on one port,
+# ws://<host>:<port>/<anything>/<charger id>). Uncomment to run it.
+# [ocpp]
+# host = "0.0.0.0"
+# port = 9000
+# security_profile = 1        # 1: Basic auth per charger; 2: TLS + Basic
+#                             # (tls_cert = "...", tls_key = "...")
+# allow_discovery = false     # true: unknown chargers wait as pending
+# id_tags = ["04A1B2C3D4"]    # local authorisation list (works offline)
+#
+# [[chargers]]
+# id = "CP1"
+# password = "at-least-16-characters"   # or the 1.6 AuthorizationKey as hex
+# # ocpp_version = "1.6"                # pin a version
+# # [chargers.tolerance]                # only for firmware with known quirks
+# # validation = "clip_strings"         # strict | clip_strings | off
+# # energy_in_kwh = true                # registers labelled Wh are really kWh
+# # clock = "gateway"                   # the charger's clock is wrong
+
 # Meters: one [[meters]] table each; `type` picks the driver:
 #   glow     Hildebrand Glow local MQTT: topic = "glow/<device MAC>"
 #   tasmota  Tasmota energy/SML telemetry: topic = "tele/<device topic>"

@@ -48,6 +48,39 @@ def _error(tmp_path: Path, text: str) -> str:
 # ---------------------------------------------------------------------- starter
 
 
+def test_starter_configs_commented_charger_section_parses(tmp_path: Path) -> None:
+    """Uncommenting the [ocpp] and [[chargers]] example (and its tolerance table)
+    gives a valid config: the example cannot rot."""
+    lines = []
+    for line in starter_config().splitlines():
+        if line.startswith("# # "):
+            line = line[4:]
+        elif (
+            line.startswith("# ")
+            and line[2:3] in ("[", "")
+            or any(
+                line.startswith(f"# {key} ")
+                for key in (
+                    "host",
+                    "port",
+                    "security_profile",
+                    "allow_discovery",
+                    "id_tags",
+                    "id",
+                    "password",
+                )
+            )
+        ):
+            line = line[2:]
+        lines.append(line)
+    config = load_config(_write(tmp_path, "\n".join(lines)))
+    assert config.ocpp.port == 9000
+    (charger,) = config.chargers
+    assert charger.id == "CP1" and charger.ocpp_version == "1.6"
+    assert charger.tolerance.validation == "clip_strings"
+    assert charger.tolerance.energy_in_kwh and charger.tolerance.clock == "gateway"
+
+
 def test_starter_config_parses(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, starter_config()))
 
