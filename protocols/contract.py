@@ -4,11 +4,11 @@ Topics (all under ``fusebox/v1/gw/{gateway_id}/``)::
 
     up/batch            edge -> cloud   Batch: readings and events with a sequence range
     up/status           edge -> cloud   GatewayStatus, retained, last will says offline
-    up/schedule_status  edge -> cloud   (issue 4)
-    up/cmd_result       edge -> cloud   (issue 4)
+    up/schedule_status  edge -> cloud   ScheduleStatus (protocols.lease)
+    up/cmd_result       edge -> cloud   CommandResult (protocols.lease)
     down/ack            cloud -> edge   Ack | Busy | Reject, discriminated on ``type``
-    down/schedule       cloud -> edge   (issue 4) retained lease
-    down/cmd            cloud -> edge   (issue 4)
+    down/schedule       cloud -> edge   Lease, retained (protocols.lease)
+    down/cmd            cloud -> edge   Command (protocols.lease)
 
 Wire encoding: MessagePack. It is binary (a float is 9 bytes, not up to 24 characters
 of text), needs no schema compiler on either side, maps one to one onto the JSON
