@@ -55,20 +55,16 @@ def test_starter_configs_commented_charger_section_parses(tmp_path: Path) -> Non
     for line in starter_config().splitlines():
         if line.startswith("# # "):
             line = line[4:]
-        elif (
-            line.startswith("# ")
-            and line[2:3] in ("[", "")
-            or any(
-                line.startswith(f"# {key} ")
-                for key in (
-                    "host",
-                    "port",
-                    "security_profile",
-                    "allow_discovery",
-                    "id_tags",
-                    "id",
-                    "password",
-                )
+        elif (line.startswith("# ") and line[2:3] in ("[", "")) or any(
+            line.startswith(f"# {key} ")
+            for key in (
+                "host",
+                "port",
+                "security_profile",
+                "allow_discovery",
+                "id_tags",
+                "id",
+                "password",
             )
         ):
             line = line[2:]
