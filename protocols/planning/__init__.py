@@ -1,0 +1,87 @@
+"""Smart-charging planning: tariffs, carbon, sample data and the joint planner.
+
+Pure (no I/O but the curve-file loaders, no clock): ``now`` is always a parameter.
+
+* :mod:`protocols.planning.tariffs`: half-hourly curves, dynamic / time-of-use / flat
+  tariffs, CSV and JSON loaders, the tariff-source interface.
+* :mod:`protocols.planning.samples`: a seeded generator of a UK-like year of prices
+  and carbon intensity.
+* :mod:`protocols.planning.planner`: the joint ready-by planner under a site limit.
+"""
+
+from __future__ import annotations
+
+from protocols.planning.planner import (
+    ChargerPlan,
+    EvRequest,
+    Objective,
+    Plan,
+    PlanningError,
+    SchedulePeriod,
+    SiteLimit,
+    plan_charging,
+    slot_starts,
+)
+from protocols.planning.samples import SampleYear, generate_sample_year
+from protocols.planning.tariffs import (
+    CARBON_UNIT,
+    PRICE_UNIT,
+    SLOT,
+    SLOT_HOURS,
+    CurveFormatError,
+    CurveRangeError,
+    DynamicTariff,
+    FileTariffSource,
+    FlatTariff,
+    HttpTariffSource,
+    SlotCurve,
+    Tariff,
+    TariffSource,
+    TimeOfUseTariff,
+    TouWindow,
+    curve_to_csv,
+    floor_slot,
+    load_curve,
+    load_curve_csv,
+    load_curve_json,
+    parse_curve_csv,
+    parse_curve_json,
+    tariff_curve,
+)
+
+__all__ = [
+    "CARBON_UNIT",
+    "PRICE_UNIT",
+    "SLOT",
+    "SLOT_HOURS",
+    "ChargerPlan",
+    "CurveFormatError",
+    "CurveRangeError",
+    "DynamicTariff",
+    "EvRequest",
+    "FileTariffSource",
+    "FlatTariff",
+    "HttpTariffSource",
+    "Objective",
+    "Plan",
+    "PlanningError",
+    "SampleYear",
+    "SchedulePeriod",
+    "SiteLimit",
+    "SlotCurve",
+    "Tariff",
+    "TariffSource",
+    "TimeOfUseTariff",
+    "TouWindow",
+    "curve_to_csv",
+    "floor_slot",
+    "generate_sample_year",
+    "load_curve",
+    "load_curve_csv",
+    "load_curve_json",
+    "parse_curve_csv",
+    "parse_curve_json",
+    "plan_charging",
+    "slot_starts",
+    "tariff_curve",
+]
