@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel
 
+from cloud.api_scheduling import add_scheduling_routes
 from protocols.readings import QUANTITIES
 
 
@@ -99,4 +100,5 @@ def create_app(dsn: str) -> FastAPI:
         )
         return [dict(r) for r in rows]
 
+    add_scheduling_routes(app)
     return app

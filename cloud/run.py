@@ -12,7 +12,9 @@ import uvicorn
 from cloud.api import create_app
 from cloud.db import migrate
 from cloud.ingest import IngestWorker
+from cloud.scheduler import Scheduler, SchedulerSettings
 from cloud.settings import CloudSettings
+from protocols.clock import Clock
 from protocols.urls import parse_mqtt_url
 
 log = logging.getLogger("fusebox.cloud")
@@ -55,10 +57,30 @@ async def run_api(settings: CloudSettings) -> None:
     await server._serve()
 
 
-async def run_all(settings: CloudSettings, *, shared: bool) -> None:
+async def run_scheduler(
+    settings: CloudSettings,
+    *,
+    clock: Clock | None = None,
+    scheduler: SchedulerSettings | None = None,
+) -> None:
+    dsn, mqtt_url = _targets(settings)
+    await migrate(dsn)
+    service = Scheduler(
+        dsn=dsn,
+        mqtt=parse_mqtt_url(mqtt_url),
+        clock=clock or Clock(),
+        settings=scheduler or SchedulerSettings(),
+    )
+    await service.run()
+
+
+async def run_all(
+    settings: CloudSettings, *, shared: bool, clock: Clock | None = None
+) -> None:
     """Every cloud service in one process (small sites, the demo)."""
     dsn, _ = _targets(settings)
     await migrate(dsn)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(run_ingest(settings, shared=shared), name="ingest")
         tg.create_task(run_api(settings), name="api")
+        tg.create_task(run_scheduler(settings, clock=clock), name="scheduler")

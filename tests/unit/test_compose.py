@@ -103,6 +103,7 @@ def test_the_expected_services_exist(compose: dict[str, Any]) -> None:
         "migrate",
         "ingest",
         "api",
+        "scheduler",
         "edge",
         "meter-glow",
         "meter-tasmota",
@@ -112,6 +113,7 @@ def test_the_expected_services_exist(compose: dict[str, Any]) -> None:
         "migrate",
         "ingest",
         "api",
+        "scheduler",
         "edge",
         "meter-glow",
         "meter-tasmota",
@@ -133,6 +135,7 @@ def test_fusebox_services_share_one_image(compose: dict[str, Any]) -> None:
         "migrate",
         "ingest",
         "api",
+        "scheduler",
         "edge",
         "meter-glow",
         "meter-tasmota",
@@ -164,7 +167,7 @@ def test_cloud_commands(compose: dict[str, Any]) -> None:
         assert args.database_url.endswith("@postgres:5432/fusebox")
 
 
-@pytest.mark.parametrize("service", ["migrate", "ingest", "api"])
+@pytest.mark.parametrize("service", ["migrate", "ingest", "api", "scheduler"])
 def test_cloud_settings_are_valid_in_production(
     compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,1142 @@
+"""The cloud scheduler: plans each site's charging and leases the plan to its gateway.
+
+A separate service (ARCHITECTURE decision 3): it shares only PostgreSQL and the
+broker with ingest and the API. Every few seconds (fewer real seconds when the
+clock is simulated and fast) it:
+
+1. publishes owner commands the API queued in ``commands`` on ``down/cmd`` (QoS 1,
+   not retained) and marks them published; commands not published within an hour
+   are closed as expired;
+2. publishes any persisted plan whose lease has not been published yet (the broker
+   was down when it was made);
+3. finds the gateways that need a new plan and why (``plans.reason``):
+
+   ``plug_in``      a charger has an open session (``sessions``) the plan lacks
+   ``unplug``       a planned charger's session ended: replan the others
+   ``preferences``  ``charging_preferences`` changed after the plan's inputs were read
+   ``settings``     ``sites`` / ``site_chargers`` changed likewise
+   ``prices``       the site's tariff was updated likewise
+   ``refresh``      the lease is within ``refresh_before_s`` of ``valid_until``
+
+4. plans each such site jointly with :func:`protocols.planning.plan_charging`,
+   persists the plan in ``plans`` and publishes it as a retained
+   :class:`~protocols.lease.Lease` on ``down/schedule``.
+
+Versions rise per gateway: ``max(previous) + 1``, taken under a per-gateway
+advisory lock, and ``(gateway_id, version)`` is the primary key, so two schedulers
+can never issue one version twice. ``valid_until`` is ``now + lease_validity_s`` on
+the scheduler's clock; the lease carries the price (and carbon) curve from the
+current slot to at least the latest ready-by (``horizon_h``, at most 48 h) so the
+edge can replan offline.
+
+What the edge reports on ``up/schedule_status`` and ``up/cmd_result`` is validated
+with the contract models and stored (``schedule_status`` latest and history;
+``commands.result_*``). A bad payload is counted and logged, never fatal.
+PostgreSQL being unreachable is logged once and retried every cycle; the broker
+being lost is retried with capped backoff. All times come from a
+:class:`~protocols.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiomqtt
+import asyncpg
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocols import contract
+from protocols.backoff import Backoff
+from protocols.clock import Clock
+from protocols.lease import (
+    ChargerLease,
+    ChargerRequest,
+    Command,
+    Lease,
+    LeasePeriod,
+    SiteInfo,
+    down_cmd,
+    down_schedule,
+    unpack_command_result,
+    unpack_schedule_status,
+)
+from protocols.planning import (
+    SLOT,
+    EvRequest,
+    Plan,
+    SchedulePeriod,
+    SiteLimit,
+    SlotCurve,
+    floor_slot,
+    plan_charging,
+)
+
+log = logging.getLogger("fusebox.cloud.scheduler")
+
+# what a lost, restarting or overloaded PostgreSQL raises: retry later
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+STATUS_FILTER = f"{contract.TOPIC_ROOT}/+/up/schedule_status"
+RESULT_FILTER = f"{contract.TOPIC_ROOT}/+/up/cmd_result"
+
+Reason = Literal["plug_in", "unplug", "preferences", "settings", "prices", "refresh"]
+_MAX_HORIZON = timedelta(hours=48)
+_ACTIVE_SESSION_AGE = timedelta(days=7)
+_COMMAND_TTL = "1 hour"
+
+
+class SchedulerSettings(BaseSettings):
+    """Scheduler knobs, from ``FUSEBOX_SCHEDULER_*`` variables (or the CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="FUSEBOX_SCHEDULER_", extra="ignore")
+
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="real seconds")
+    lease_validity_s: float = Field(default=3600.0, ge=60, le=7 * 86400)
+    refresh_before_s: float = Field(default=600.0, ge=0, le=86400)
+    horizon_h: float = Field(default=24.0, ge=1, le=48)
+    default_tariff: str = Field(
+        default="default", pattern=r"^[A-Za-z0-9][\w.\-]{0,63}$"
+    )
+    default_price_p_per_kwh: float = Field(default=24.5, ge=-1000, le=1000)
+    default_base_load_w: float = Field(default=500.0, ge=0, le=1_000_000)
+    default_main_fuse_a: float = Field(default=60.0, gt=0, le=2000)
+    default_timezone: str = "Europe/London"
+    default_ready_by: dtime = dtime(7, 30)
+    default_energy_kwh: float = Field(default=20.0, ge=0, le=1000)
+    default_max_power_w: float = Field(default=7400.0, gt=0, le=1_000_000)
+    assumed_soc_pct: float = Field(default=20.0, ge=0, le=100)
+    meter_window_s: float = Field(default=900.0, gt=0, le=86400)
+    client_id: str | None = None
+
+
+@dataclass(slots=True)
+class SchedulerMetrics:
+    cycles: int = 0
+    plans_made: int = 0
+    leases_published: int = 0
+    commands_published: int = 0
+    commands_expired: int = 0
+    statuses_stored: int = 0
+    results_stored: int = 0
+    results_unknown: int = 0
+    bad_payloads: int = 0
+    db_failures: int = 0
+    planning_failures: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ pure helpers
+
+
+def next_local_time(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
+    """The next occurrence of local wall-clock ``at`` strictly after ``now`` (UTC)."""
+    local = now.astimezone(tz)
+    for days in (0, 1, 2):
+        day = local.date() + timedelta(days=days)
+        candidate = datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
+        if candidate > now:
+            return candidate
+    raise AssertionError("unreachable: a local time recurs within two days")
+
+
+def ms(t: datetime) -> int:
+    return round(t.timestamp() * 1000)
+
+
+def fill_curve(
+    known: dict[datetime, float], start: datetime, n: int
+) -> tuple[list[float | None], int]:
+    """Values for ``n`` slots from ``start``; a missing slot takes the value of the
+    same slot a day earlier (itself possibly filled). Returns the values (None
+    where nothing is known) and how many slots were filled that way."""
+    day = 48
+    values: list[float | None] = []
+    filled = 0
+    history = [known.get(start - SLOT * (day - i)) for i in range(day)]
+    for i in range(n):
+        v = known.get(start + SLOT * i)
+        if v is None:
+            earlier = values[i - day] if i >= day else history[i]
+            if earlier is not None:
+                v = earlier
+                filled += 1
+        values.append(v)
+    return values, filled
+
+
+def cap_periods(
+    periods: Sequence[SchedulePeriod],
+    slots_start: datetime,
+    prices: Sequence[float],
+    cap: float,
+) -> tuple[list[SchedulePeriod], float]:
+    """Zero every part of ``periods`` lying in a slot priced above ``cap``.
+
+    Returns the new periods (merged where equal) and the energy removed in kWh."""
+    pieces: list[SchedulePeriod] = []
+    removed_kwh = 0.0
+    for p in periods:
+        s = p.start
+        while s < p.end:
+            slot = floor_slot(s)
+            e = min(p.end, slot + SLOT)
+            k = (slot - slots_start) // SLOT
+            price = prices[k] if 0 <= k < len(prices) else math.inf
+            limit, amps = p.limit_w, p.limit_a_per_phase
+            if price > cap and limit > 0:
+                removed_kwh += limit * (e - s).total_seconds() / 3_600_000
+                limit, amps = 0.0, 0.0
+            if pieces and pieces[-1].end == s and pieces[-1].limit_w == limit:
+                last = pieces[-1]
+                pieces[-1] = SchedulePeriod(
+                    last.start, e, limit, last.limit_a_per_phase
+                )
+            else:
+                pieces.append(SchedulePeriod(s, e, limit, amps))
+            s = e
+    while pieces and pieces[-1].limit_w == 0:
+        pieces.pop()
+    return pieces, removed_kwh
+
+
+# ---------------------------------------------------------------- site inputs
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    main_fuse_a: float
+    phases: int
+    voltage_v: float
+    tariff_id: str
+    timezone: str
+    objective: Literal["cost", "carbon", "mix"]
+    carbon_weight: float
+    base_load_w: float | None
+
+
+@dataclass(frozen=True)
+class ChargerInputs:
+    charger_id: str
+    connector_id: int
+    max_power_w: float
+    min_power_w: float | None
+    phases: int
+    phase: int
+    mode: Literal["smart", "boost", "off"]
+    ready_by: datetime
+    energy_needed_kwh: float
+    register_wh: float | None
+    max_price_p_per_kwh: float | None
+
+
+@dataclass(frozen=True)
+class SiteInputs:
+    gateway_id: str
+    inputs_at: datetime
+    site: SiteRow
+    chargers: tuple[ChargerInputs, ...]
+    slots_start: datetime
+    prices: tuple[float, ...]
+    carbon: tuple[float, ...]  # empty when unknown
+    base_load_w: float
+    price_note: str  # "" or why the prices are a default
+
+
+@dataclass(frozen=True)
+class Composed:
+    lease: Lease
+    feasible: bool
+    cost_p: float
+    carbon_g: float
+
+
+def compose_lease(
+    inputs: SiteInputs, *, now: datetime, version: int, validity: timedelta
+) -> Composed:
+    """Plan the site and build its lease (pure: the inputs are already read)."""
+    site = inputs.site
+    start = inputs.slots_start
+    n = len(inputs.prices)
+    horizon_end = start + SLOT * n
+    objective = site.objective
+    if objective != "cost" and not inputs.carbon:
+        objective = "cost"
+    base = [inputs.base_load_w] * n
+    boost_periods: dict[str, list[SchedulePeriod]] = {}
+    for c in inputs.chargers:
+        if c.mode != "boost" or c.energy_needed_kwh <= 0:
+            continue
+        hours = c.energy_needed_kwh * 1000.0 / c.max_power_w
+        end = min(horizon_end, now + timedelta(hours=hours))
+        if end <= now:
+            continue
+        amps = c.max_power_w / (site.voltage_v * min(c.phases, site.phases))
+        boost_periods[c.charger_id] = [SchedulePeriod(now, end, c.max_power_w, amps)]
+        for k in range(n):
+            s, e = max(now, start + SLOT * k), min(end, start + SLOT * (k + 1))
+            if e > s:
+                base[k] += c.max_power_w * (e - s) / SLOT
+    smart = [
+        c for c in inputs.chargers if c.mode == "smart" and c.energy_needed_kwh > 0
+    ]
+    smart_ids = {c.charger_id for c in smart}
+    plan: Plan | None = None
+    if smart:
+        plan = plan_charging(
+            now,
+            [
+                EvRequest(
+                    charger_id=c.charger_id,
+                    ready_by=c.ready_by,
+                    max_power_w=c.max_power_w,
+                    phases=c.phases,
+                    min_power_w=c.min_power_w,
+                    energy_needed_kwh=c.energy_needed_kwh,
+                    phase=c.phase,
+                    voltage_v=site.voltage_v,
+                )
+                for c in smart
+            ],
+            SiteLimit(site.main_fuse_a, site.voltage_v, site.phases),
+            SlotCurve(start, inputs.prices),
+            carbon=SlotCurve(start, inputs.carbon, "gCO2/kWh")
+            if inputs.carbon
+            else None,
+            base_load_w=SlotCurve(start, tuple(base), "W"),
+            objective=objective,
+            carbon_weight=site.carbon_weight,
+        )
+    chargers: list[ChargerLease] = []
+    all_feasible = True
+    cost = carbon = 0.0
+    for c in inputs.chargers:
+        periods: list[SchedulePeriod] = []
+        feasible = True
+        if c.mode == "boost":
+            periods = boost_periods.get(c.charger_id, [])
+        elif plan is not None and c.charger_id in smart_ids:
+            cp = plan.for_charger(c.charger_id)
+            periods = list(cp.periods)
+            feasible = cp.feasible
+            planned = cp.energy_planned_kwh
+            cost += cp.cost_p
+            carbon += cp.carbon_g
+            if c.max_price_p_per_kwh is not None:
+                periods, removed = cap_periods(
+                    periods, start, inputs.prices, c.max_price_p_per_kwh
+                )
+                if removed > 0 and planned - removed < c.energy_needed_kwh - 1e-3:
+                    feasible = False
+        all_feasible = all_feasible and feasible
+        request = None
+        if c.mode != "off":
+            request = ChargerRequest(
+                energy_needed_kwh=min(1000.0, c.energy_needed_kwh),
+                ready_by_ms=ms(c.ready_by),
+                max_power_w=c.max_power_w,
+                min_power_w=c.min_power_w,
+                phases=1 if c.phases == 1 else 3,
+                register_wh_at_request=c.register_wh,
+            )
+        lease_periods = [
+            LeasePeriod(start_ms=ms(p.start), end_ms=ms(p.end), limit_w=p.limit_w)
+            for p in periods
+            if ms(p.end) > ms(p.start)
+        ]
+        chargers.append(
+            ChargerLease(
+                charger_id=c.charger_id,
+                connector_id=c.connector_id,
+                mode=c.mode,
+                periods=lease_periods,
+                request=request,
+                feasible=feasible,
+            )
+        )
+    lease = Lease(
+        gw=inputs.gateway_id,
+        version=version,
+        issued_ms=ms(now),
+        valid_until_ms=ms(now + validity),
+        site=SiteInfo(
+            main_fuse_a=site.main_fuse_a,
+            phases=1 if site.phases == 1 else 3,
+            voltage_v=site.voltage_v,
+        ),
+        objective=objective,
+        carbon_weight=site.carbon_weight,
+        slots_start_ms=ms(start),
+        price_p_per_kwh=list(inputs.prices),
+        carbon_g_per_kwh=list(inputs.carbon),
+        chargers=chargers,
+    )
+    return Composed(lease, all_feasible, cost, carbon)
+
+
+# ----------------------------------------------------------------------- SQL
+
+# The newest session per charger, if still open: a session whose stop was lost is
+# closed by any later session on the same charger.
+_ACTIVE = """
+SELECT o.gateway_id, o.charger_id, o.transaction_id, o.connector_id, o.started_at,
+       o.meter_start_wh
+FROM sessions o
+WHERE o.stopped_at IS NULL AND o.started_at > $1
+  AND ($2::text IS NULL OR o.gateway_id = $2)
+  AND NOT EXISTS (
+      SELECT 1 FROM sessions n
+      WHERE n.gateway_id = o.gateway_id AND n.charger_id = o.charger_id
+        AND n.started_at > o.started_at)
+"""
+
+_DUE = f"""
+WITH active AS ({_ACTIVE}),
+latest AS (
+    SELECT DISTINCT ON (gateway_id) gateway_id, version, inputs_at, valid_until,
+           charger_ids
+    FROM plans ORDER BY gateway_id, version DESC
+),
+cand AS (
+    SELECT gateway_id FROM active
+    UNION SELECT gateway_id FROM latest WHERE cardinality(charger_ids) > 0
+)
+SELECT c.gateway_id, l.version, l.inputs_at, l.valid_until, l.charger_ids,
+    coalesce((SELECT array_agg(DISTINCT a.charger_id) FROM active a
+              WHERE a.gateway_id = c.gateway_id), '{{}}') AS active_ids,
+    (SELECT max(p.updated_at) FROM charging_preferences p
+     WHERE p.gateway_id = c.gateway_id) AS prefs_at,
+    greatest(
+        (SELECT s.updated_at FROM sites s WHERE s.gateway_id = c.gateway_id),
+        (SELECT max(sc.updated_at) FROM site_chargers sc
+         WHERE sc.gateway_id = c.gateway_id)) AS settings_at,
+    (SELECT t.updated_at FROM tariffs t WHERE t.id = coalesce(
+        (SELECT s.tariff_id FROM sites s WHERE s.gateway_id = c.gateway_id), $3))
+        AS prices_at
+FROM cand c LEFT JOIN latest l USING (gateway_id)
+ORDER BY c.gateway_id
+"""
+
+_LATEST_VALUE = """
+SELECT r.value FROM readings r JOIN streams s ON s.id = r.stream_id
+WHERE s.gateway_id = $1 AND s.device_id = ANY($2::text[]) AND s.name = $3
+  AND r.ts >= $4 AND r.ts <= $5
+ORDER BY r.ts DESC LIMIT 1
+"""
+
+_POWER_AVERAGES = """
+SELECT s.device_id, avg(r.value) AS w
+FROM readings r JOIN streams s ON s.id = r.stream_id
+WHERE s.gateway_id = $1 AND s.name = 'power_w' AND r.ts >= $2 AND r.ts <= $3
+GROUP BY s.device_id
+"""
+
+
+# ------------------------------------------------------------------ the service
+
+
+class Scheduler:
+    """The scheduler service. ``run()`` until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        mqtt: Any,
+        clock: Clock | None = None,
+        settings: SchedulerSettings | None = None,
+        client_id: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.mqtt = mqtt
+        self.clock = clock or Clock()
+        self.settings = settings or SchedulerSettings()
+        self.client_id = (
+            client_id
+            or self.settings.client_id
+            or f"fusebox-scheduler-{random.getrandbits(32):08x}"
+        )
+        self.rng = rng or random.Random()
+        self.metrics = SchedulerMetrics()
+        self.ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+        self._db_ok = True
+        self._held: dict[str, float] = {}  # gateway -> monotonic time to retry
+        self._warned: dict[str, float] = {}  # warning key -> monotonic time
+        self._writes: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(2000)
+
+    # ---- lifecycle
+
+    def wake(self) -> None:
+        """Run a cycle now (instead of at the next tick)."""
+        self._wake.set()
+
+    def _tick_s(self) -> float:
+        """Real seconds between cycles: ``interval_s``, shorter when the clock is
+        simulated and fast enough that a lease refresh would be missed."""
+        s = self.settings
+        sim_bound = self.clock.real_seconds(max(1.0, s.refresh_before_s) / 4)
+        return max(0.05, min(s.interval_s, sim_bound))
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._writer(), name="scheduler-writer")
+        attempt = 0
+        try:
+            while True:
+                m = self.mqtt
+                try:
+                    async with aiomqtt.Client(
+                        m.host,
+                        m.port,
+                        username=m.username,
+                        password=m.password,
+                        identifier=self.client_id,
+                        clean_session=True,
+                        tls_params=aiomqtt.TLSParameters() if m.tls else None,
+                        keepalive=30,
+                        timeout=10,
+                    ) as client:
+                        await client.subscribe(STATUS_FILTER, qos=1)
+                        await client.subscribe(RESULT_FILTER, qos=1)
+                        log.info(
+                            "scheduler %s: on %s (clock %s)",
+                            self.client_id,
+                            m.url(),
+                            self.clock.spec(),
+                        )
+                        attempt = 0
+                        self.ready.set()
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._receive(client), name="sched-receive")
+                            tg.create_task(self._loop(client), name="sched-loop")
+                except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                    self.ready.clear()
+                    if attempt == 0:
+                        log.warning(
+                            "scheduler: broker %s lost (%s); reconnecting",
+                            m.url(),
+                            group.exceptions[0],
+                        )
+                    await asyncio.sleep(Backoff(0.5, 15).delay(attempt, self.rng))
+                    attempt += 1
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            if self._pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._pool.close(), 5)
+
+    async def _loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.metrics.cycles += 1
+            try:
+                await self.cycle(client)
+                if not self._db_ok:
+                    log.info("scheduler: PostgreSQL is back")
+                    self._db_ok = True
+            except DB_ERRORS as exc:
+                self._db_failed(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._tick_s())
+            self._wake.clear()
+
+    def _db_failed(self, exc: BaseException) -> None:
+        self.metrics.db_failures += 1
+        if self._db_ok:
+            log.error(
+                "scheduler: PostgreSQL unavailable (%s: %s); retrying every cycle",
+                type(exc).__name__,
+                exc,
+            )
+        self._db_ok = False
+
+    async def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=4, timeout=5, command_timeout=30
+            )
+        return self._pool
+
+    def _warn(self, key: str, every_s: float, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now >= self._warned.get(key, 0.0):
+            self._warned[key] = now + every_s
+            log.warning(msg, *args)
+
+    # ---- one cycle
+
+    async def cycle(self, client: aiomqtt.Client) -> None:
+        """Publish queued commands and unpublished leases, then plan what is due."""
+        pool = await self._db()
+        now = self.clock.now()
+        async with pool.acquire(timeout=10) as conn:
+            await self._commands(conn, client, now)
+            await self._republish(conn, client)
+            due = await self.due(conn, now)
+        for gw, reason in due:
+            if self._held.get(gw, 0.0) > time.monotonic():
+                continue
+            try:
+                async with pool.acquire(timeout=10) as conn:
+                    lease = await self.plan_site(conn, gw, reason, now)
+            except DB_ERRORS:
+                raise
+            except Exception as exc:  # a site that cannot be planned: not the others
+                self.metrics.planning_failures += 1
+                self._held[gw] = time.monotonic() + 60.0
+                log.error("scheduler: cannot plan %s (%s): %s", gw, reason, exc)
+                continue
+            self._held.pop(gw, None)
+            await self._publish_lease(client, lease)
+            async with pool.acquire(timeout=10) as conn:
+                await conn.execute(
+                    "UPDATE plans SET published_at = now() "
+                    "WHERE gateway_id = $1 AND version = $2",
+                    gw,
+                    lease.version,
+                )
+
+    async def due(
+        self, conn: asyncpg.Connection, now: datetime
+    ) -> list[tuple[str, Reason]]:
+        """The gateways needing a new plan, with the reason."""
+        rows = await conn.fetch(
+            _DUE, now - _ACTIVE_SESSION_AGE, None, self.settings.default_tariff
+        )
+        refresh = timedelta(
+            seconds=min(
+                self.settings.refresh_before_s, self.settings.lease_validity_s / 2
+            )
+        )
+        out: list[tuple[str, Reason]] = []
+        for r in rows:
+            active = set(r["active_ids"])
+            planned = set(r["charger_ids"] or [])
+            since = r["inputs_at"]
+            reason: Reason | None = None
+            if r["version"] is None or active - planned:
+                reason = "plug_in"
+            elif planned - active:
+                reason = "unplug"
+            elif r["prefs_at"] is not None and r["prefs_at"] > since:
+                reason = "preferences"
+            elif r["settings_at"] is not None and r["settings_at"] > since:
+                reason = "settings"
+            elif r["prices_at"] is not None and r["prices_at"] > since:
+                reason = "prices"
+            elif active and r["valid_until"] - now <= refresh:
+                reason = "refresh"
+            if reason is not None:
+                out.append((r["gateway_id"], reason))
+        return out
+
+    async def gather(
+        self, conn: asyncpg.Connection, gw: str, now: datetime
+    ) -> SiteInputs:
+        """Read everything the plan of ``gw`` depends on."""
+        st = self.settings
+        inputs_at: datetime = await conn.fetchval("SELECT now()")
+        row = await conn.fetchrow("SELECT * FROM sites WHERE gateway_id = $1", gw)
+        if row is None:
+            site = SiteRow(
+                st.default_main_fuse_a, 1, 230.0, st.default_tariff,
+                st.default_timezone, "cost", 0.5, None,
+            )  # fmt: skip
+        else:
+            site = SiteRow(
+                row["main_fuse_a"],
+                row["phases"],
+                row["voltage_v"],
+                row["tariff_id"] or st.default_tariff,
+                row["timezone"],
+                row["objective"],
+                row["carbon_weight"],
+                row["base_load_w"],
+            )
+        try:
+            tz = ZoneInfo(site.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self._warn(f"tz:{gw}", 600, "scheduler: %s: unknown timezone %r; using UTC",
+                       gw, site.timezone)  # fmt: skip
+            tz = ZoneInfo("UTC")
+        sessions = await conn.fetch(
+            _ACTIVE + " ORDER BY o.charger_id", now - _ACTIVE_SESSION_AGE, gw
+        )
+        configured = {
+            r["charger_id"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM site_chargers WHERE gateway_id = $1", gw
+            )
+        }
+        prefs = {
+            r["charger_id"]: r
+            for r in await conn.fetch(
+                "SELECT * FROM charging_preferences WHERE gateway_id = $1", gw
+            )
+        }
+        chargers: list[ChargerInputs] = []
+        seen: set[str] = set()
+        for s in sessions:
+            cid = s["charger_id"]
+            if cid in seen:  # two open sessions started at the same instant
+                continue
+            seen.add(cid)
+            conf = configured.get(cid)
+            pref = prefs.get(cid)
+            connector = (conf["connector_id"] if conf else None) or s["connector_id"]
+            connector = connector if connector and connector >= 1 else 1
+            devices = [cid] if connector <= 1 else [cid, f"{cid}-{connector}"]
+            since = s["started_at"]
+            register = await conn.fetchval(
+                _LATEST_VALUE, gw, devices, "import_energy_wh", since, now
+            )
+            register_wh = register if register is not None else s["meter_start_wh"]
+            ready_at = pref["ready_by"] if pref else st.default_ready_by
+            if pref is None:
+                need = st.default_energy_kwh
+            elif pref["target_energy_kwh"] is not None:
+                delivered = 0.0
+                if register is not None and s["meter_start_wh"] is not None:
+                    delivered = max(0.0, register - s["meter_start_wh"]) / 1000.0
+                need = max(0.0, pref["target_energy_kwh"] - delivered)
+            else:
+                soc = await conn.fetchval(
+                    _LATEST_VALUE, gw, devices, "soc_pct", since, now
+                )
+                current = st.assumed_soc_pct if soc is None else soc
+                need = max(0.0, (pref["target_soc_pct"] - current) / 100.0)
+                need *= pref["battery_kwh"]
+            chargers.append(
+                ChargerInputs(
+                    charger_id=cid,
+                    connector_id=connector,
+                    max_power_w=conf["max_power_w"] if conf else st.default_max_power_w,
+                    min_power_w=conf["min_power_w"] if conf else None,
+                    phases=conf["phases"] if conf else 1,
+                    phase=conf["phase"] if conf else 1,
+                    mode=pref["mode"] if pref else "smart",
+                    ready_by=next_local_time(now, ready_at, tz),
+                    energy_needed_kwh=need,
+                    register_wh=register_wh,
+                    max_price_p_per_kwh=pref["max_price_p_per_kwh"] if pref else None,
+                )
+            )
+        start = floor_slot(now)
+        end = start + timedelta(hours=st.horizon_h)
+        latest = max((c.ready_by for c in chargers), default=start)
+        while end < latest and end - start < _MAX_HORIZON:
+            end += SLOT
+        n = min((end - start) // SLOT, _MAX_HORIZON // SLOT)
+        prices, carbon, note = await self._curves(conn, gw, site.tariff_id, start, n)
+        base = site.base_load_w
+        if base is None:
+            base = await self._base_load(conn, gw, now, seen | set(configured))
+        return SiteInputs(
+            gateway_id=gw,
+            inputs_at=inputs_at,
+            site=site,
+            chargers=tuple(chargers),
+            slots_start=start,
+            prices=prices,
+            carbon=carbon,
+            base_load_w=base,
+            price_note=note,
+        )
+
+    async def _curves(
+        self, conn: asyncpg.Connection, gw: str, tariff_id: str, start: datetime, n: int
+    ) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+        st = self.settings
+        tariff = await conn.fetchrow("SELECT * FROM tariffs WHERE id = $1", tariff_id)
+        rows = await conn.fetch(
+            "SELECT slot_start, price_p_per_kwh, carbon_g_per_kwh FROM tariff_slots "
+            "WHERE tariff_id = $1 AND slot_start >= $2 AND slot_start < $3",
+            tariff_id,
+            start - timedelta(days=1),
+            start + SLOT * n,
+        )
+        price_known = {
+            r["slot_start"]: r["price_p_per_kwh"]
+            for r in rows
+            if r["price_p_per_kwh"] is not None
+        }
+        carbon_known = {
+            r["slot_start"]: r["carbon_g_per_kwh"]
+            for r in rows
+            if r["carbon_g_per_kwh"] is not None
+        }
+        prices, filled = fill_curve(price_known, start, n)
+        default = st.default_price_p_per_kwh
+        note = ""
+        if tariff is not None and tariff["flat_price_p_per_kwh"] is not None:
+            default = tariff["flat_price_p_per_kwh"]
+        elif all(p is None for p in prices):
+            note = f"no prices loaded for tariff {tariff_id!r}"
+            self._warn(
+                f"noprices:{tariff_id}",
+                600,
+                "scheduler: NO PRICES LOADED for tariff %r (site %s) from %s: planning "
+                "with a flat %.2f p/kWh; load a curve with `fusebox cloud prices load "
+                "--tariff %s --csv FILE` or PUT /v1/tariffs/%s/prices",
+                tariff_id,
+                gw,
+                start.isoformat(),
+                default,
+                tariff_id,
+                tariff_id,
+            )
+        elif filled or any(p is None for p in prices):
+            self._warn(
+                f"gaps:{tariff_id}",
+                600,
+                "scheduler: tariff %r has gaps in the next %d slots: %d filled from "
+                "the day before, %d at the default %.2f p/kWh",
+                tariff_id,
+                n,
+                filled,
+                sum(p is None for p in prices),
+                default,
+            )
+        carbon, _ = fill_curve(carbon_known, start, n)
+        carbon_out: tuple[float, ...] = ()
+        if any(c is not None for c in carbon):
+            mean = sum(c for c in carbon if c is not None) / sum(
+                c is not None for c in carbon
+            )
+            carbon_out = tuple(mean if c is None else c for c in carbon)
+        return tuple(default if p is None else p for p in prices), carbon_out, note
+
+    async def _base_load(
+        self, conn: asyncpg.Connection, gw: str, now: datetime, chargers: set[str]
+    ) -> float:
+        """The site meter's recent average import minus the chargers' own draw."""
+        since = now - timedelta(seconds=self.settings.meter_window_s)
+        rows = await conn.fetch(_POWER_AVERAGES, gw, since, now)
+
+        def is_charger(device: str) -> bool:
+            return device in chargers or device.rpartition("-")[0] in chargers
+
+        meters = [r["w"] for r in rows if not is_charger(r["device_id"])]
+        if not meters:
+            return self.settings.default_base_load_w
+        evs = sum(float(r["w"]) for r in rows if is_charger(r["device_id"]))
+        return max(0.0, float(max(meters)) - evs)
+
+    async def plan_site(
+        self, conn: asyncpg.Connection, gw: str, reason: Reason, now: datetime
+    ) -> Lease:
+        """Plan ``gw``, persist the plan and return its lease (not yet published)."""
+        inputs = await self.gather(conn, gw, now)
+        validity = timedelta(seconds=self.settings.lease_validity_s)
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('fusebox-plan:' || $1))", gw
+            )
+            version: int = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) + 1 FROM plans WHERE gateway_id = $1",
+                gw,
+            )
+            composed = compose_lease(
+                inputs, now=now, version=version, validity=validity
+            )
+            lease = composed.lease
+            await conn.execute(
+                "INSERT INTO plans (gateway_id, version, issued_at, valid_until,"
+                " inputs_at, reason, charger_ids, feasible, cost_p, carbon_g, lease)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)",
+                gw,
+                version,
+                now,
+                now + validity,
+                inputs.inputs_at,
+                reason,
+                [c.charger_id for c in inputs.chargers],
+                composed.feasible,
+                composed.cost_p,
+                composed.carbon_g,
+                json.dumps(lease.model_dump(mode="json")),
+            )
+        self.metrics.plans_made += 1
+        self.metrics.reasons[reason] = self.metrics.reasons.get(reason, 0) + 1
+        log.info(
+            "scheduler: %s lease v%d (%s): %s%s",
+            gw,
+            version,
+            reason,
+            ", ".join(
+                f"{c.charger_id} {c.mode} {c.energy_needed_kwh:.1f} kWh by "
+                f"{c.ready_by:%H:%MZ}"
+                for c in inputs.chargers
+            )
+            or "no chargers",
+            "" if composed.feasible else " (not all feasible)",
+        )
+        return lease
+
+    async def _publish_lease(self, client: aiomqtt.Client, lease: Lease) -> None:
+        await client.publish(
+            down_schedule(lease.gw), contract.pack(lease), qos=1, retain=True
+        )
+        self.metrics.leases_published += 1
+
+    async def _republish(
+        self, conn: asyncpg.Connection, client: aiomqtt.Client
+    ) -> None:
+        rows = await conn.fetch(
+            "SELECT DISTINCT ON (gateway_id) gateway_id, version, lease, published_at"
+            " FROM plans WHERE gateway_id IN"
+            " (SELECT gateway_id FROM plans WHERE published_at IS NULL"
+            " AND created_at > now() - interval '1 day')"
+            " ORDER BY gateway_id, version DESC"
+        )
+        for r in rows:
+            if r["published_at"] is not None:
+                continue  # a newer plan is out already
+            lease = Lease.model_validate(json.loads(r["lease"]))
+            await self._publish_lease(client, lease)
+            await conn.execute(
+                "UPDATE plans SET published_at = now() "
+                "WHERE gateway_id = $1 AND version = $2",
+                r["gateway_id"],
+                r["version"],
+            )
+
+    async def _commands(
+        self, conn: asyncpg.Connection, client: aiomqtt.Client, now: datetime
+    ) -> None:
+        expired = await conn.execute(
+            "UPDATE commands SET result_ok = false, result_at = now(), result_detail ="
+            " 'expired: not published within " + _COMMAND_TTL + "'"
+            " WHERE published_at IS NULL AND result_at IS NULL"
+            " AND created_at < now() - interval '" + _COMMAND_TTL + "'"
+        )
+        if expired != "UPDATE 0":
+            self.metrics.commands_expired += int(expired.split()[-1])
+        rows = await conn.fetch(
+            "SELECT * FROM commands WHERE published_at IS NULL AND result_at IS NULL"
+            " ORDER BY created_at LIMIT 200"
+        )
+        for r in rows:
+            until = r["until"]
+            if until is None and r["duration_s"] is not None:
+                until = now + timedelta(seconds=r["duration_s"])
+            try:
+                cmd = Command(
+                    id=r["id"],
+                    gw=r["gateway_id"],
+                    action=r["action"],
+                    charger_id=r["charger_id"],
+                    issued_ms=ms(now),
+                    until_ms=None if until is None else ms(until),
+                )
+            except ValueError as exc:
+                await conn.execute(
+                    "UPDATE commands SET result_ok = false, result_at = now(),"
+                    " result_detail = $2 WHERE id = $1",
+                    r["id"],
+                    f"invalid command: {exc}"[:500],
+                )
+                continue
+            await client.publish(down_cmd(cmd.gw), contract.pack(cmd), qos=1)
+            await conn.execute(
+                "UPDATE commands SET published_at = now() WHERE id = $1", r["id"]
+            )
+            self.metrics.commands_published += 1
+            log.info("scheduler: %s %s on %s sent (%s)", cmd.gw, cmd.action,
+                     cmd.charger_id, cmd.id)  # fmt: skip
+
+    # ---- what the edge reports
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = str(payload).encode()
+            self.handle(topic, bytes(payload))
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Validate one report and queue it for storing; count and log bad ones."""
+        try:
+            gw = contract.gateway_of(topic)
+            msg: Any
+            if topic.endswith("/up/schedule_status"):
+                msg = unpack_schedule_status(payload)
+                kind = "status"
+            elif topic.endswith("/up/cmd_result"):
+                msg = unpack_command_result(payload)
+                kind = "result"
+            else:
+                raise contract.ContractError("unexpected topic")
+            if msg.gw != gw:
+                raise contract.ContractError(
+                    "gateway id in payload does not match topic"
+                )
+        except contract.ContractError as exc:
+            self.metrics.bad_payloads += 1
+            self._warn(
+                f"bad:{topic}",
+                60,
+                "scheduler: bad payload on %s: %s (%d bad so far)",
+                topic[:200],
+                exc.reason,
+                self.metrics.bad_payloads,
+            )
+            return
+        try:
+            self._writes.put_nowait((kind, msg))
+        except asyncio.QueueFull:
+            self._warn("writes", 60, "scheduler: database too slow; report dropped")
+
+    async def _writer(self) -> None:
+        attempt = 0
+        while True:
+            kind, msg = await self._writes.get()
+            while True:
+                try:
+                    pool = await self._db()
+                    async with pool.acquire(timeout=10) as conn:
+                        if kind == "status":
+                            await self._store_status(conn, msg)
+                        else:
+                            await self._store_result(conn, msg)
+                    attempt = 0
+                    break
+                except DB_ERRORS as exc:
+                    self._db_failed(exc)
+                    await asyncio.sleep(Backoff(0.5, 10).delay(attempt, self.rng))
+                    attempt += 1
+
+    async def _store_status(self, conn: asyncpg.Connection, st: Any) -> None:
+        at = datetime.fromtimestamp(st.at_ms / 1000, UTC)
+        args = (st.gw, st.charger_id, st.lease_version, st.state, st.limit_w,
+                st.planned_w, at, st.detail)  # fmt: skip
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO schedule_status_history (gateway_id, charger_id,"
+                " lease_version, state, limit_w, planned_w, at, detail)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                *args,
+            )
+            await conn.execute(
+                "INSERT INTO schedule_status AS s (gateway_id, charger_id,"
+                " lease_version, state, limit_w, planned_w, at, detail)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (gateway_id, charger_id) DO UPDATE SET"
+                " lease_version = excluded.lease_version, state = excluded.state,"
+                " limit_w = excluded.limit_w, planned_w = excluded.planned_w,"
+                " at = excluded.at, detail = excluded.detail, received_at = now()"
+                " WHERE s.at <= excluded.at",
+                *args,
+            )
+        self.metrics.statuses_stored += 1
+
+    async def _store_result(self, conn: asyncpg.Connection, res: Any) -> None:
+        done = await conn.execute(
+            "UPDATE commands SET result_ok = $3, result_detail = $4,"
+            " result_at = $5 WHERE id = $1 AND gateway_id = $2",
+            res.id,
+            res.gw,
+            res.ok,
+            res.detail,
+            datetime.fromtimestamp(res.at_ms / 1000, UTC),
+        )
+        if done == "UPDATE 0":
+            self.metrics.results_unknown += 1
+            self._warn("unknown-cmd", 60, "scheduler: result for unknown command %r "
+                       "from %s", res.id, res.gw)  # fmt: skip
+            return
+        self.metrics.results_stored += 1
+
+
+# --------------------------------------------------------------- price loading
+
+
+async def load_prices(
+    dsn: str,
+    tariff_id: str,
+    *,
+    prices: SlotCurve | None = None,
+    carbon: SlotCurve | None = None,
+    kind: Literal["dynamic", "tou", "flat"] = "dynamic",
+    flat_price_p_per_kwh: float | None = None,
+) -> int:
+    """Store a tariff's price and/or carbon curve (upsert per slot; a value not
+    given keeps the stored one) and mark the tariff updated, so the scheduler
+    replans the sites on it. Returns the number of slots written."""
+    merged: dict[datetime, list[float | None]] = {}
+    for curve, i in ((prices, 0), (carbon, 1)):
+        if curve is None:
+            continue
+        for t, v in curve.slots():
+            merged.setdefault(t, [None, None])[i] = v
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        async with conn.transaction():
+            await store_tariff(
+                conn,
+                tariff_id,
+                kind,
+                flat_price_p_per_kwh,
+                [(t, p, c) for t, (p, c) in sorted(merged.items())],
+            )
+    finally:
+        await conn.close()
+    return len(merged)
+
+
+async def store_tariff(
+    conn: asyncpg.Connection,
+    tariff_id: str,
+    kind: str,
+    flat_price_p_per_kwh: float | None,
+    slots: Sequence[tuple[datetime, float | None, float | None]],
+) -> None:
+    """Upsert a tariff and its slots (inside the caller's transaction)."""
+    await conn.execute(
+        "INSERT INTO tariffs (id, kind, flat_price_p_per_kwh) VALUES ($1, $2, $3)"
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind,"
+        " flat_price_p_per_kwh = coalesce(excluded.flat_price_p_per_kwh,"
+        " tariffs.flat_price_p_per_kwh), updated_at = now()",
+        tariff_id,
+        kind,
+        flat_price_p_per_kwh,
+    )
+    if not slots:
+        return
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS tariff_load (slot_start timestamptz,"
+        " price_p_per_kwh double precision, carbon_g_per_kwh double precision)"
+        " ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table(
+        "tariff_load",
+        records=list(slots),
+        columns=["slot_start", "price_p_per_kwh", "carbon_g_per_kwh"],
+    )
+    await conn.execute(
+        "INSERT INTO tariff_slots (tariff_id, slot_start, price_p_per_kwh,"
+        " carbon_g_per_kwh) SELECT $1, slot_start, price_p_per_kwh, carbon_g_per_kwh"
+        " FROM tariff_load ON CONFLICT (tariff_id, slot_start) DO UPDATE SET"
+        " price_p_per_kwh = coalesce(excluded.price_p_per_kwh,"
+        " tariff_slots.price_p_per_kwh),"
+        " carbon_g_per_kwh = coalesce(excluded.carbon_g_per_kwh,"
+        " tariff_slots.carbon_g_per_kwh)",
+        tariff_id,
+    )
+    await conn.execute("DROP TABLE tariff_load")
