@@ -8,12 +8,14 @@ import logging
 import time
 
 from edge.config import EdgeConfig
+from edge.controller import Controller
 from edge.meters import MeterService
 from edge.metrics import age_seconds, render_lines, serve_metrics
 from edge.ocpp.server import OcppServer
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
 from protocols.backoff import Backoff
+from protocols.clock import Clock
 from protocols.urls import parse_mqtt_url
 
 log = logging.getLogger("fusebox.edge")
@@ -22,18 +24,22 @@ SOFTWARE = "fusebox-edge/0.1.0"
 
 
 class EdgeAgent:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, *, clock: Clock | None = None) -> None:
         self.config = config
+        self.clock = clock or Clock()
         self.outbox = Outbox.open(
             config.outbox.path,
             cap_bytes=int(config.outbox.cap_mb * 1024 * 1024),
             synchronous=config.outbox.synchronous,
         )
-        self.meters = MeterService(config, self.outbox)
+        self.meters = MeterService(config, self.outbox, clock=self.clock.now)
         # chargers connect to the gateway: only listen when there are any to expect
         self.ocpp: OcppServer | None = None
+        self.controller: Controller | None = None
         if config.chargers or config.ocpp.allow_discovery:
-            self.ocpp = OcppServer(config.ocpp, config.chargers, self.outbox)
+            self.ocpp = OcppServer(
+                config.ocpp, config.chargers, self.outbox, clock=self.clock.now
+            )
         target = parse_mqtt_url(config.cloud.mqtt_url)
         if config.cloud.username:
             target = dataclasses.replace(
@@ -55,6 +61,19 @@ class EdgeAgent:
             ),
             extra_status=lambda: {"dropped_bad_input_total": self.meters.bad_total},
         )
+        if self.ocpp is not None and config.chargers:
+            outbox_path = config.outbox.path
+            self.controller = Controller(
+                config,
+                self.ocpp,
+                clock=self.clock,
+                post=lambda leaf, payload, key: self.uplink.post(
+                    leaf, payload, key=key
+                ),
+                lease_path=outbox_path.with_name(outbox_path.stem + "-lease.msgpack"),
+            )
+            self.meters.observers.append(self.controller.on_meter)
+            self.uplink.on_down = self.controller.on_down
 
     async def run(self) -> None:
         await self.outbox.start()
@@ -73,6 +92,8 @@ class EdgeAgent:
                 tg.create_task(self._progress(), name="progress")
                 if self.ocpp is not None:
                     tg.create_task(self.ocpp.run(), name="ocpp")
+                if self.controller is not None:
+                    tg.create_task(self.controller.run(), name="controller")
                 if self.config.metrics.listen:
                     tg.create_task(
                         serve_metrics(self.config.metrics.listen, self.render_metrics),

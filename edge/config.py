@@ -15,6 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -133,6 +134,81 @@ MeterConfig = Annotated[
 ]
 
 
+_WINDOW = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class SiteConfig(_Strict):
+    """The site's supply and how the controller protects it (``[site]``)."""
+
+    main_fuse_a: float = Field(
+        default=60, gt=0, le=2000, description="main fuse rating, A per phase"
+    )
+    phases: Literal[1, 3] = 1
+    voltage_v: float = Field(default=230, gt=0, le=1000)
+    meter: str | None = Field(
+        default=None,
+        description=(
+            "the [[meters]] id that measures the whole site's import (the fuse "
+            "guard's input); unset: no live data, chargers get safe_current_a"
+        ),
+    )
+    margin_a: float = Field(
+        default=2, ge=0, le=100, description="keep this far under the fuse"
+    )
+    safe_current_a: float = Field(
+        default=8,
+        ge=0,
+        le=80,
+        description="per charger while the site meter's data is stale",
+    )
+    stale_after_s: float = Field(
+        default=30, gt=0, le=3600, description="meter data older than this is stale"
+    )
+    failsafe_current_a: float = Field(
+        default=10,
+        ge=0,
+        le=80,
+        description=(
+            "the default profile installed on every charger: what it may draw if "
+            "the gateway itself dies"
+        ),
+    )
+    raise_hold_s: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="headroom must last this long before a throttled EV is raised",
+    )
+    timezone: str = Field(
+        default="Europe/London", description="for the default off-peak window"
+    )
+    default_window: str = Field(
+        default="23:30-05:30",
+        pattern=_WINDOW,
+        description="local off-peak window used when no plan is known (HH:MM-HH:MM)",
+    )
+    random_delay_max_s: float = Field(
+        default=1800,
+        ge=0,
+        le=7200,
+        description=(
+            "random start delay in the default window (UK Smart Charge Points "
+            "Regulations 2021: up to 600 s by default, here up to 30 min)"
+        ),
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name like Europe/London"
+            ) from None
+        return value
+
+
 class EdgeConfig(_Strict):
     gateway_id: str = Field(pattern=_ID)
     cloud: CloudLink
@@ -143,6 +219,7 @@ class EdgeConfig(_Strict):
     meters: list[MeterConfig] = Field(default_factory=list)
     ocpp: OcppServerConfig = Field(default_factory=OcppServerConfig)
     chargers: ChargerList = Field(default_factory=list)
+    site: SiteConfig = Field(default_factory=SiteConfig)
 
     @model_validator(mode="after")
     def _unique_meter_ids(self) -> EdgeConfig:
@@ -151,6 +228,10 @@ class EdgeConfig(_Strict):
             if m.id in seen:
                 raise ValueError(f"meter id {m.id!r} is used twice; ids must be unique")
             seen.add(m.id)
+        if self.site.meter is not None and self.site.meter not in seen:
+            raise ValueError(
+                f"site.meter {self.site.meter!r} is not the id of a [[meters]] entry"
+            )
         return self
 
 

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -181,6 +181,8 @@ class MeterService:
         self.drivers = [DRIVERS[m.type](m) for m in config.meters]
         self.unmatched = 0
         self.connected = False
+        # called with (meter id, readings) once they are stored (the fuse guard)
+        self.observers: list[Callable[[str, Sequence[Reading]], None]] = []
 
     @property
     def bad_total(self) -> int:
@@ -301,3 +303,8 @@ class MeterService:
                 c.last_values[r.quantity] = r.value
                 c.last_ts = r.ts
             acks.done(entry)
+            for observer in self.observers:
+                try:
+                    observer(driver.id, readings)
+                except Exception:
+                    log.exception("meter %s: an observer failed", driver.id)

@@ -23,7 +23,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,8 +174,14 @@ class Uplink:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         extra_status: Callable[[], dict[str, Any]] | None = None,
+        on_down: Callable[[str, bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.on_down = on_down
+        # small messages for the cloud (schedule status, command results), latest
+        # per key, sent while connected (``post``)
+        self._posts: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._posted = asyncio.Event()
         self.cfg = config
         self.rng = rng or random.Random()
         self.clock = clock
@@ -248,6 +255,7 @@ class Uplink:
                         tg.create_task(self._receive(client), name="uplink-receive")
                         tg.create_task(self._send(client), name="uplink-send")
                         tg.create_task(self._status(client), name="uplink-status")
+                        tg.create_task(self._send_posts(client), name="uplink-posts")
             except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                 self.metrics.connected = False
                 self.metrics.reconnects += 1
@@ -276,10 +284,43 @@ class Uplink:
                 retain=True,
             )
 
+    def post(self, leaf: str, payload: bytes, *, key: str | None = None) -> None:
+        """Send ``payload`` on ``fusebox/v1/gw/{id}/{leaf}`` (QoS 1) when connected.
+        Messages with the same ``key`` replace each other while waiting (only the
+        latest state matters); at most 1,000 wait, the oldest go first."""
+        key = key or f"{leaf}:{len(self._posts)}:{time.monotonic_ns()}"
+        self._posts.pop(key, None)
+        self._posts[key] = (leaf, payload)
+        while len(self._posts) > 1000:
+            self._posts.popitem(last=False)
+        self._posted.set()
+
+    async def _send_posts(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._posted.wait()
+            self._posted.clear()
+            while self._posts:
+                key, (leaf, payload) = next(iter(self._posts.items()))
+                await client.publish(
+                    contract.gateway_topic(self.cfg.gateway_id, leaf), payload, qos=1
+                )
+                if self._posts.get(key) == (leaf, payload):
+                    del self._posts[key]
+
     async def _receive(self, client: aiomqtt.Client) -> None:
+        ack_topic = contract.down_ack(self.cfg.gateway_id)
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
+                continue
+            topic = message.topic.value
+            if topic != ack_topic:
+                if self.on_down is not None:
+                    leaf = topic.split("/", 4)[-1] if topic.count("/") >= 4 else topic
+                    try:
+                        await self.on_down(leaf, bytes(payload))
+                    except Exception:
+                        log.exception("uplink: handling a message on %s failed", topic)
                 continue
             try:
                 answer = contract.unpack_down(bytes(payload))

@@ -4,11 +4,13 @@
     fusebox edge init --out FILE          a commented starter config (for the demo)
     fusebox edge check --config FILE      validate a config and exit (2 if bad)
     fusebox cloud run                     every cloud service in one process
-    fusebox cloud ingest | api | migrate  one cloud service
+    fusebox cloud ingest | api | scheduler | migrate   one cloud service
+    fusebox cloud prices load --tariff ID --csv FILE    a price/carbon curve
     fusebox sim meter ...                 a simulated smart meter
     fusebox sim charger ...               a simulated OCPP charge point with an EV
     fusebox demo                          everything on embedded defaults, live view
-    fusebox bench NAME                    benchmarks (pipeline)
+    fusebox bench NAME                    benchmarks (pipeline, ocpp, planner)
+    fusebox tariffs generate --out DIR    the sample year of prices and carbon (CSV)
 
 Connection targets come from flags or the environment (``FUSEBOX_DATABASE_URL``,
 ``FUSEBOX_CLOUD_MQTT_URL``, ``FUSEBOX_LOCAL_MQTT_URL``); with none given the cloud
@@ -76,8 +78,16 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
+    from protocols.clock import ClockSpecError, clock_from_env
+
+    try:
+        clock = clock_from_env(args.clock)
+    except ClockSpecError as exc:
+        print(f"fusebox edge: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
     async def main() -> None:
-        await EdgeAgent(config).run()
+        await EdgeAgent(config, clock=clock).run()
 
     return run_until_signalled(main)
 
@@ -188,14 +198,17 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     from cloud import run as cloud_run
 
     settings = _cloud_settings(args)
+    clock = _clock(args)
 
     async def body(s: Any, shared: bool) -> None:
         if args.service == "run":
-            await cloud_run.run_all(s, shared=shared)
+            await cloud_run.run_all(s, shared=shared, clock=clock)
         elif args.service == "ingest":
             await cloud_run.run_ingest(s, shared=shared)
         elif args.service == "api":
             await cloud_run.run_api(s)
+        elif args.service == "scheduler":
+            await cloud_run.run_scheduler(s, clock=clock)
         else:
             from cloud.db import migrate
 
@@ -203,8 +216,61 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
 
     return run_until_signalled(
-        _with_embedded(settings, body, need_mqtt=args.service in ("run", "ingest"))
+        _with_embedded(
+            settings, body, need_mqtt=args.service in ("run", "ingest", "scheduler")
+        )
     )
+
+
+def _clock(args: argparse.Namespace) -> Any:
+    from protocols.clock import ClockSpecError, clock_from_env
+
+    try:
+        return clock_from_env(getattr(args, "clock", None))
+    except ClockSpecError as exc:
+        print(f"fusebox cloud: bad clock: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+
+
+def cmd_cloud_prices(args: argparse.Namespace) -> int:
+    """``fusebox cloud prices load``: a price and/or carbon curve into a tariff."""
+    from datetime import timedelta
+
+    from cloud.db import migrate
+    from cloud.scheduler import load_prices
+    from protocols.planning import CARBON_UNIT, CurveFormatError, load_curve_csv
+
+    if not args.csv and not args.carbon_csv:
+        print(
+            "fusebox cloud prices load: give --csv and/or --carbon-csv", file=sys.stderr
+        )
+        return EXIT_BAD_CONFIG
+    try:
+        prices = load_curve_csv(args.csv) if args.csv else None
+        carbon = (
+            load_curve_csv(args.carbon_csv, "carbon_g_per_kwh", CARBON_UNIT)
+            if args.carbon_csv
+            else None
+        )
+    except (OSError, CurveFormatError) as exc:
+        print(f"fusebox cloud prices load: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.shift_days:
+        from protocols.planning import SlotCurve
+
+        shift = timedelta(days=args.shift_days)
+        prices = prices and SlotCurve(prices.start + shift, prices.values, prices.unit)
+        carbon = carbon and SlotCurve(carbon.start + shift, carbon.values, carbon.unit)
+    settings = _cloud_settings(args)
+
+    async def body(s: Any, _shared: bool) -> None:
+        await migrate(s.database_url)
+        n = await load_prices(
+            s.database_url, args.tariff, prices=prices, carbon=carbon, kind=args.kind
+        )
+        print(f"tariff {args.tariff}: {n} slots loaded")
+
+    return run_until_signalled(_with_embedded(settings, body, need_mqtt=False))
 
 
 # ------------------------------------------------------------------- sim, demo, bench
@@ -236,9 +302,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.name == "planner":
+        from fusebox.bench_planner import run_planner_bench
+
+        return run_planner_bench(args)
     from fusebox.bench import run_bench
 
     return run_bench(args)
+
+
+def cmd_tariffs_generate(args: argparse.Namespace) -> int:
+    from fusebox.bench_planner import write_sample_year
+
+    return write_sample_year(args)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -256,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e_run = edge.add_parser("run", help="run the edge agent")
     e_run.add_argument("--config", required=True, help="edge config (TOML)")
+    e_run.add_argument(
+        "--clock",
+        default=None,
+        help="'real' or a simulated clock spec (default: $FUSEBOX_CLOCK, else real)",
+    )
     e_run.set_defaults(func=cmd_edge_run)
     e_check = edge.add_parser("check", help="validate an edge config")
     e_check.add_argument("--config", required=True)
@@ -273,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "every cloud service in one process"),
         ("ingest", "an ingest worker (run several with a $share-capable broker)"),
         ("api", "the HTTP API"),
+        ("scheduler", "the charging scheduler: plans and leases to gateways"),
         ("migrate", "bring the database schema up to date and exit"),
     ):
         c = cloud.add_parser(name, help=text)
@@ -282,10 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument(
             "--state-dir", help="env FUSEBOX_STATE_DIR (embedded servers' data)"
         )
-        if name in ("run", "ingest"):
+        if name in ("run", "ingest", "scheduler"):
             c.add_argument(
                 "--mqtt-url", help="env FUSEBOX_CLOUD_MQTT_URL; embedded if unset"
             )
+        if name in ("run", "scheduler"):
+            c.add_argument(
+                "--clock",
+                help="env FUSEBOX_CLOCK: real (default) or sim:START@ANCHORxSPEED",
+            )
+        if name in ("run", "ingest"):
             c.add_argument(
                 "--shared",
                 choices=["auto", "yes", "no"],
@@ -296,6 +384,26 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--api-host", help="env FUSEBOX_API_HOST (127.0.0.1)")
             c.add_argument("--api-port", type=int, help="env FUSEBOX_API_PORT (8080)")
         c.set_defaults(func=cmd_cloud)
+    prices = cloud.add_parser("prices", help="tariff curves").add_subparsers(
+        dest="prices_command", required=True
+    )
+    p_load = prices.add_parser(
+        "load", help="load a price (and/or carbon) CSV curve into a tariff"
+    )
+    p_load.add_argument("--tariff", required=True, help="tariff id, e.g. agile-2025")
+    p_load.add_argument("--csv", help="CSV with slot_start,price_p_per_kwh")
+    p_load.add_argument("--carbon-csv", help="CSV with slot_start,carbon_g_per_kwh")
+    p_load.add_argument("--kind", choices=["dynamic", "tou", "flat"], default="dynamic")
+    p_load.add_argument(
+        "--shift-days",
+        type=int,
+        default=0,
+        help="move the curve by whole days (364: the sample year one year on, "
+        "same weekdays)",
+    )
+    p_load.add_argument("--database-url", help="env FUSEBOX_DATABASE_URL")
+    p_load.add_argument("--state-dir", help="env FUSEBOX_STATE_DIR")
+    p_load.set_defaults(func=cmd_cloud_prices, service="prices")
 
     sim = sub.add_parser("sim", help="simulated devices").add_subparsers(
         dest="sim_device", required=True
@@ -328,14 +436,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is JSON")
-    bench.add_argument("name", choices=["pipeline", "ocpp"])
+    bench.add_argument("name", choices=["pipeline", "ocpp", "planner"])
     bench.add_argument("--readings", type=int, default=1_000_000, help="pipeline")
     bench.add_argument("--chargers", type=int, default=2000, help="ocpp")
     bench.add_argument("--duration", type=float, default=60, help="ocpp: seconds")
     bench.add_argument("--meter-interval", type=float, default=10, help="ocpp")
     bench.add_argument("--heartbeat-interval", type=float, default=60, help="ocpp")
     bench.add_argument("--state-dir", default="var/bench")
+    bench.add_argument("--days", type=int, default=365, help="planner: nights")
+    bench.add_argument("--seed", type=int, default=1, help="planner")
+    bench.add_argument("--sites", type=int, default=30, help="planner")
+    bench.add_argument(
+        "--big-site-evs", type=int, default=1000, help="planner: EVs on the big site"
+    )
     bench.set_defaults(func=cmd_bench)
+
+    tariffs = sub.add_parser("tariffs", help="sample tariff data").add_subparsers(
+        dest="tariffs_command", required=True
+    )
+    t_gen = tariffs.add_parser(
+        "generate", help="write the sample year of prices and carbon as CSV files"
+    )
+    t_gen.add_argument("--out", required=True, help="directory for the CSV files")
+    t_gen.add_argument("--seed", type=int, default=2025)
+    t_gen.add_argument("--year", type=int, default=2025)
+    t_gen.set_defaults(func=cmd_tariffs_generate)
     return p
 
 

@@ -97,6 +97,13 @@ class ChargerConfig(_Strict):
         default_factory=ToleranceConfig,
         description="the firmware quirks to tolerate for this charger",
     )
+    max_current_a: float = Field(
+        default=32, ge=6, le=80, description="the charger's rating, A per phase"
+    )
+    phases: Literal[1, 3] = Field(default=1, description="phases the charger uses")
+    phase: Literal[1, 2, 3] = Field(
+        default=1, description="the site phase a single-phase charger is wired to"
+    )
 
     @property
     def validation(self) -> str:

@@ -203,6 +203,12 @@ class ChargerState:
     capabilities: Capabilities | None = None
     booted: bool = False  # sent BootNotification on this connection
     firmware_status: str | None = None
+    # running transactions by connector (1.6) / EVSE (2.0.1): transaction id
+    transactions: dict[int, str] = field(default_factory=dict)
+    # the latest measured power (W) and energy register (Wh) and when (charger time)
+    power_w: float | None = None
+    register_wh: float | None = None
+    measured_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -401,7 +407,20 @@ class _Conversation:
             trust_clock=tolerance.clock == "charger",
         )
         self._note_skipped(conversion)
+        self._observe(conversion.readings)
         return conversion
+
+    def _observe(self, readings: Sequence[Reading]) -> None:
+        state = self.state
+        for r in sorted(readings, key=lambda r: r.ts):
+            if state.measured_at is not None and r.ts < state.measured_at:
+                continue  # a late (queued) value does not describe now
+            if r.quantity == "power_w":
+                state.power_w, state.measured_at = r.value, r.ts
+            elif r.quantity == "import_energy_wh":
+                state.register_wh, state.measured_at = r.value, r.ts
+        if readings:
+            self.server.notify(state.id)
 
     def after_boot(self) -> None:
         """After the BootNotification answer went out: read the capabilities."""
@@ -577,6 +596,8 @@ class _Conversation:
                 )
             ]
         )
+        self.state.transactions[connector] = str(tx_id)
+        self.server.notify(charger)
         log.info(
             "ocpp: charger %s connector %d: transaction %d %s (%s)",
             charger,
@@ -636,16 +657,26 @@ class _Conversation:
                 )
             )
         await self.server.sink.append(items)
+        self._forget_transaction(str(tx_id))
         return lib.result16.StopTransaction(id_tag_info=await self._id_tag_info(id_tag))
+
+    def _forget_transaction(self, tx_id: str) -> None:
+        running = self.state.transactions
+        for connector, known in list(running.items()):
+            if known == tx_id:
+                del running[connector]
+                self.server.notify(self.state.id)
 
     async def meter_values(self, payload: dict[str, Any]) -> None:
         """1.6 MeterValues (connectorId) and 2.0.1 MeterValues (evseId, outside a
         transaction: e.g. the station's own meter on EVSE 0)."""
         received_at = self.now()
         key = "connector_id" if self.version == "1.6" else "evse_id"
-        conversion = self.readings(
-            _opt_int(payload.get(key)), payload.get("meter_value"), received_at
-        )
+        connector = _opt_int(payload.get(key))
+        tx_id = _opt_int(payload.get("transaction_id"))
+        if connector and tx_id is not None and tx_id > 0:
+            self.state.transactions.setdefault(connector, str(tx_id))
+        conversion = self.readings(connector, payload.get("meter_value"), received_at)
         if conversion.readings:
             await self.server.sink.append(conversion.readings)
 
@@ -705,6 +736,12 @@ class _Conversation:
                     connector,
                     conversion.register_wh(device, last=True),
                 )
+        if tx_id and connector:
+            if event_type == "Ended":
+                self._forget_transaction(tx_id)
+            elif state is None or not state.seen:
+                self.state.transactions[connector] = tx_id
+                self.server.notify(charger)
         if id_token is None:
             return lib.result201.TransactionEvent()
         if token.get("type") == "NoAuthorization":
@@ -952,7 +989,16 @@ class OcppServer:
         # sampled values skipped, by (charger, reason); each pair logged once
         self.skipped: Counter[tuple[str, str]] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # called with a charger id when its transactions, power or connection change
+        self.observers: list[Callable[[str], None]] = []
         self._remote_start_id = int(clock().timestamp()) % 1_000_000_000
+
+    def notify(self, charger_id: str) -> None:
+        for observer in self.observers:
+            try:
+                observer(charger_id)
+            except Exception:
+                log.exception("ocpp: an observer failed on %s", charger_id)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task the server keeps (and cancels at ``stop``)."""
@@ -1277,6 +1323,7 @@ class OcppServer:
         state = self.chargers.get(charger_id)
         if state is not None:
             state.capabilities = caps
+            self.notify(charger_id)
         await self.sink.append(
             [Event(charger_id, "capabilities", self.clock(), caps.as_json())]
         )
@@ -1399,6 +1446,9 @@ class OcppServer:
             state.boot, state.connectors = previous.boot, dict(previous.connectors)
             state.capabilities = previous.capabilities
             state.firmware_status = previous.firmware_status
+            state.transactions = dict(previous.transactions)
+            state.power_w, state.register_wh = previous.power_w, previous.register_wh
+            state.measured_at = previous.measured_at
         if registration == "pending":
             held = self.pending.get(identity)
             if held is None:
@@ -1417,6 +1467,7 @@ class OcppServer:
         state.charge_point = cp
         if registration == "accepted":
             self.spawn(self._boot_backstop(state))
+            self.notify(identity)
         log.info(
             "ocpp: charger %s connected from %s, OCPP %s, %s",
             identity,
@@ -1431,6 +1482,7 @@ class OcppServer:
         finally:
             if self.chargers.get(identity) is state:
                 state.connected = False
+                self.notify(identity)
             log.info(
                 "ocpp: charger %s disconnected (%s)", identity, ws.close_code or "-"
             )
