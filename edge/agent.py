@@ -61,7 +61,7 @@ class EdgeAgent:
             ),
             extra_status=lambda: {"dropped_bad_input_total": self.meters.bad_total},
         )
-        if self.ocpp is not None and config.chargers:
+        if self.ocpp is not None and config.chargers and config.site.control != "off":
             outbox_path = config.outbox.path
             self.controller = Controller(
                 config,

@@ -140,6 +140,14 @@ _WINDOW = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
 class SiteConfig(_Strict):
     """The site's supply and how the controller protects it (``[site]``)."""
 
+    control: Literal["smart", "off"] = Field(
+        default="smart",
+        description=(
+            "smart: the controller steers every charger (plan, fuse guard, fail-safe "
+            "profile); off: chargers are only monitored (sessions, meter values), "
+            "for sites whose chargers something else controls"
+        ),
+    )
     main_fuse_a: float = Field(
         default=60, gt=0, le=2000, description="main fuse rating, A per phase"
     )

@@ -92,6 +92,7 @@ FAILSAFE_PROFILE_ID = 2000
 TX_STACK_LEVEL = 1
 _PHASE_QUANTITIES = ("power_l1_w", "power_l2_w", "power_l3_w")
 _CHANGE_A = 0.5  # smaller changes are not worth a profile
+_REFUSED_PAUSE = timedelta(seconds=30)  # before the same profile is asked again
 
 
 @dataclass(slots=True)
@@ -122,6 +123,8 @@ class _ChargerRuntime:
     failsafe_on: int | None = None  # id() of the connection it was installed on
     busy: bool = False
     reported: tuple[str, float] | None = None
+    # (transaction, limit) the charger refused, and until when not to ask again
+    refused: tuple[str, float, datetime] | None = None
     window_delay: dict[date, float] = field(default_factory=dict)
 
 
@@ -139,6 +142,7 @@ class Controller:
         lease_path: Path | None = None,
         rng: random.Random | None = None,
         tick_s: float = 5.0,
+        min_interval_s: float = 0.2,
         tx_profile_duration_s: int = 900,
     ) -> None:
         self.config = config
@@ -149,6 +153,7 @@ class Controller:
         self.lease_path = lease_path
         self.rng = rng or random.Random()
         self.tick_s = tick_s
+        self.min_interval_s = min_interval_s
         self.tx_profile_duration_s = tx_profile_duration_s
         self.chargers: dict[str, ChargerConfig] = {c.id: c for c in config.chargers}
         self.lease: Lease | None = self._load_lease()
@@ -280,6 +285,9 @@ class Controller:
                     self.evaluate()
                 except Exception:
                     log.exception("controller: evaluation failed; next tick retries")
+                # wakes that come meanwhile (every meter value of every charger
+                # wakes it) are served by one evaluation after this pause
+                await asyncio.sleep(self.min_interval_s)
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -573,6 +581,14 @@ class Controller:
             if applied is not None:
                 applied.fuse_held = fuse_held
             return
+        refused = runtime.refused
+        if (
+            refused is not None
+            and refused[0] == tx_id
+            and abs(refused[1] - decision.limit_a) < _CHANGE_A
+            and now < refused[2]
+        ):
+            return  # asked already; e.g. a transaction the charger has ended
         profile = self._tx_profile(cfg, state, tx_id, decision.limit_a, now)
         if profile is None:
             return
@@ -601,6 +617,7 @@ class Controller:
             runtime.busy = False
             self._wake.set()
         if status == "Accepted":
+            runtime.refused = None
             runtime.applied = _Applied(
                 id(state), tx_id, decision.limit_a, now, fuse_held
             )
@@ -613,6 +630,7 @@ class Controller:
             )
         else:
             runtime.applied = None
+            runtime.refused = (tx_id, decision.limit_a, now + _REFUSED_PAUSE)
             log.warning("controller: %s refused its profile: %s", cfg.id, status)
             self._report(
                 ChargerDecision(

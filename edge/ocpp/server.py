@@ -1325,7 +1325,14 @@ class OcppServer:
             state.capabilities = caps
             self.notify(charger_id)
         await self.sink.append(
-            [Event(charger_id, "capabilities", self.clock(), caps.as_json())]
+            [
+                Event(
+                    charger_id,
+                    "capabilities",
+                    self.clock(),
+                    {"ocpp_version": self._version(charger_id), **caps.as_json()},
+                )
+            ]
         )
         log.info(
             "ocpp: charger %s smart charging %s: stack levels 0-%s, %s periods, "

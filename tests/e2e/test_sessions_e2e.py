@@ -66,7 +66,10 @@ async def test_a_session_reaches_the_cloud_exactly_once(
     stack.write_edge_config()
     ocpp = (
         f'[ocpp]\nport = {port}\nid_tags = ["{TAG}"]\n\n'
-        f'[[chargers]]\nid = "{CHARGER}"\npassword = "{PASSWORD}"\n'
+        f'[[chargers]]\nid = "{CHARGER}"\npassword = "{PASSWORD}"\nphases = 3\n'
+        # no plan, no site meter: the controller lets it charge at the safe
+        # current all day (the default window covers every hour)
+        '\n[site]\ndefault_window = "00:00-00:00"\nrandom_delay_max_s = 0\n'
     )
     stack.edge_config.write_text(stack.edge_config.read_text() + "\n" + ocpp)
     if mode != "cloud_offline":
