@@ -54,6 +54,30 @@ asyncio.run(main())
 """
 
 
+_CONFIGURATION = {
+    "SupportedFeatureProfiles": "Core,SmartCharging",
+    "ChargeProfileMaxStackLevel": "8",
+    "ChargingScheduleMaxPeriods": "24",
+    "ChargingScheduleAllowedChargingRateUnit": "Current",
+    "MaxChargingProfilesInstalled": "10",
+    "NumberOfConnectors": "1",
+}
+
+
+def _answer(action: str) -> dict[str, Any]:
+    """What a well-behaved charger answers the edge's CALLs with."""
+    if action == "GetConfiguration":
+        return {
+            "configurationKey": [
+                {"key": k, "readonly": True, "value": v}
+                for k, v in _CONFIGURATION.items()
+            ]
+        }
+    if action in ("SetChargingProfile", "ClearChargingProfile", "ChangeConfiguration"):
+        return {"status": "Accepted"}
+    return {"status": "Rejected"}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,6 +95,7 @@ class Load:
     call_errors: int = 0
     failures: int = 0
     measuring: bool = False
+    server_calls: int = 0  # CALLs from the edge, answered
 
 
 class Charger:
@@ -99,6 +124,10 @@ class Charger:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for frame in self.ws:
                 msg = json.loads(frame)
+                if msg[0] == 2:  # the edge asks (capabilities, fail-safe profile)
+                    self.load.server_calls += 1
+                    await self.ws.send(json.dumps([3, msg[1], _answer(msg[2])]))
+                    continue
                 fut = self.waiting.pop(msg[1], None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
@@ -240,6 +269,7 @@ async def _drive(url: str, args: argparse.Namespace, label: str) -> dict[str, An
         "p99_ms": _percentile(load.latencies_ms, 0.99),
         "call_errors": load.call_errors,
         "failures": load.failures,
+        "server_calls": load.server_calls,
     }
 
 
@@ -345,6 +375,8 @@ def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
         "connect_s": round(result["connect_s"], 1),
         "call_errors": result["call_errors"],
         "failures": result["failures"],
+        # the edge's own CALLs (capability discovery, fail-safe profile), answered
+        "edge_calls_answered": result["server_calls"],
         "baseline_p99_ms": round(baseline["p99_ms"], 2),
         "p99_vs_baseline": round(result["p99_ms"] / baseline["p99_ms"], 2)
         if baseline["p99_ms"] > 0

@@ -97,3 +97,5 @@ def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
     ):
         assert figures[key] > 0, key
     assert figures["failures"] == 0
+    # after each boot the edge read the capabilities and installed the fail-safe
+    assert figures["edge_calls_answered"] == 2 * 50
