@@ -71,6 +71,10 @@ class EdgeAgent:
                     leaf, payload, key=key
                 ),
                 lease_path=outbox_path.with_name(outbox_path.stem + "-lease.msgpack"),
+                # on a fast simulated clock, evaluate as often in simulated time
+                # as the real clock would (a minute / 10 s), within real bounds
+                tick_s=min(5.0, max(0.05, self.clock.real_seconds(60.0))),
+                min_interval_s=min(0.2, max(0.01, self.clock.real_seconds(10.0))),
             )
             self.meters.observers.append(self.controller.on_meter)
             self.uplink.on_down = self.controller.on_down
@@ -202,6 +206,8 @@ class EdgeAgent:
                 u.records_acked,
             ),
         ]
+        if self.controller is not None:
+            samples += self.controller.metrics()
         for d in self.meters.drivers:
             lab = {"meter": d.id}
             samples.append(

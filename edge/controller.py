@@ -273,6 +273,50 @@ class Controller:
         self.boosts.pop(charger_id, None)
         self._wake.set()
 
+    def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """Prometheus samples: each charger's limit and state, the site and lease."""
+        now = self.clock.now()
+        out: list[tuple[str, str, dict[str, str], float]] = []
+        for cid, d in sorted(self.decisions.items()):
+            out.append(
+                (
+                    "fusebox_charger_limit_a",
+                    "current per phase the controller gives the charger",
+                    {"charger": cid, "state": d.state},
+                    round(d.limit_a, 2),
+                )
+            )
+        if self.site_import_w is not None and self.site_at is not None:
+            out.append(
+                (
+                    "fusebox_site_import_w",
+                    "site meter import (all phases)",
+                    {},
+                    sum(self.site_import_w),
+                )
+            )
+            out.append(
+                (
+                    "fusebox_site_meter_age_seconds",
+                    "age of the site meter's last reading",
+                    {},
+                    round((now - self.site_at).total_seconds(), 1),
+                )
+            )
+        if self.lease is not None:
+            out.append(
+                ("fusebox_lease_version", "the lease in force", {}, self.lease.version)
+            )
+            out.append(
+                (
+                    "fusebox_lease_valid_seconds",
+                    "seconds until the lease runs out (negative: expired)",
+                    {},
+                    round(self.lease.valid_until_ms / 1000 - now.timestamp(), 1),
+                )
+            )
+        return out
+
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:

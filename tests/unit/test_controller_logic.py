@@ -233,3 +233,25 @@ def test_stale_meter_data_is_not_trusted() -> None:
     # an older reading redelivered does not move the clock back
     meter(ctl, T0 - timedelta(minutes=5), 99999.0)
     assert ctl.site_import_w == [100.0]
+
+
+def test_metrics_show_each_charger_the_site_and_the_lease() -> None:
+    ctl, server = controller(T0 + timedelta(hours=1, minutes=5))
+    server.connect("CP1").power_w = 0.0
+    meter(ctl, T0 + timedelta(hours=1, minutes=5), 2000.0)
+    assert ctl.accept_lease(lease(valid_until=T0 + timedelta(hours=3)))
+    from edge.controller import ChargerDecision
+
+    ctl.decisions = {"CP1": ChargerDecision("CP1", "applied", 16.0, 16.0, 3680.0)}
+    samples = {
+        (name, tuple(sorted(labels.items()))): v for name, _, labels, v in ctl.metrics()
+    }
+    assert (
+        samples[("fusebox_charger_limit_a", (("charger", "CP1"), ("state", "applied")))]
+        == 16.0
+    )
+    assert samples[("fusebox_site_import_w", ())] == 2000.0
+    assert samples[("fusebox_lease_version", ())] == 1
+    assert samples[("fusebox_lease_valid_seconds", ())] == pytest.approx(
+        6900 - 3900, abs=1
+    )
