@@ -233,6 +233,10 @@ class GatewayStatus(_Msg):
     rejected_total: Annotated[int, Field(ge=0)] = 0
     dropped_bad_input_total: Annotated[int, Field(ge=0)] = 0
     acked_through_seq: Annotated[int, Field(ge=0)] = 0
+    # sha256 (hex) of the claim code the gateway shows its installer until it is
+    # claimed; the cloud matches a code typed in against it (the code itself never
+    # leaves the site)
+    claim_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 DownMessage = Annotated[Ack | Busy | Reject, Field(discriminator="type")]
