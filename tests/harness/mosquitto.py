@@ -8,11 +8,15 @@ sessions and their queued QoS 1 messages like a real deployment; ``kill()`` is a
 Use ``mosquitto.url`` (``mqtt://127.0.0.1:PORT``) for clients; ``mosquitto2`` is an
 independent second broker for tests that need a site broker and a cloud broker. When a
 test fails, look at ``mosquitto.log_tail()`` (or the log under the tmp dir).
+
+For a broker with authentication, pass ``extra_conf`` (lines appended to the generated
+config; a later ``allow_anonymous false`` wins) or use :func:`dynsec_server`, which
+loads Mosquitto's dynamic security plugin with one admin account.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -20,7 +24,7 @@ import pytest
 from fusebox.embedded import MosquittoProcess
 from tests.harness.timing import timeout
 
-__all__ = ["MosquittoServer", "mosquitto", "mosquitto2"]
+__all__ = ["MosquittoServer", "dynsec_server", "mosquitto", "mosquitto2"]
 
 
 class MosquittoServer(MosquittoProcess):
@@ -31,7 +35,13 @@ class MosquittoServer(MosquittoProcess):
     ``MosquittoNotFoundError`` saying to ``apt-get install mosquitto`` if it is missing.
     """
 
-    def __init__(self, state_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int | None = None,
+        extra_conf: Sequence[str] = (),
+    ) -> None:
         super().__init__(
             state_dir=state_dir,
             host="127.0.0.1",
@@ -41,11 +51,45 @@ class MosquittoServer(MosquittoProcess):
             max_inflight_messages=100,
             start_timeout_s=timeout(10),
         )
+        self.extra_conf = tuple(extra_conf)
+
+    def _write_conf(self, port: int) -> None:
+        super()._write_conf(port)
+        if self.extra_conf:
+            with self.conf_path.open("a") as conf:
+                conf.write("\n".join(self.extra_conf) + "\n")
 
     @property
     def mqtt_port(self) -> int:
         """The port as an ``int`` (``port`` is ``None`` only before the first start)."""
         return self._require_port()
+
+
+def dynsec_server(
+    state_dir: Path, admin_username: str, admin_password: str
+) -> MosquittoServer:
+    """A (not yet started) Mosquitto with the dynamic security plugin and no anonymous
+    access; its plugin file holds one admin account (``cloud.broker_auth``).
+
+    Skips the test when the plugin is not installed (Debian's ``mosquitto`` has it).
+    """
+    from cloud.broker_auth import find_dynsec_plugin, write_dynsec_config
+
+    plugin = find_dynsec_plugin()
+    if plugin is None:
+        pytest.skip("mosquitto_dynamic_security.so is not installed")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config = write_dynsec_config(
+        state_dir / "dynamic-security.json", admin_username, admin_password
+    )
+    return MosquittoServer(
+        state_dir,
+        extra_conf=[
+            "allow_anonymous false",
+            f"plugin {plugin}",
+            f"plugin_opt_config_file {config}",
+        ],
+    )
 
 
 def _serve(
