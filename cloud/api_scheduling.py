@@ -4,7 +4,10 @@ owners' charging preferences, the current plan, boost, and tariff prices.
 Handlers only read and write PostgreSQL; the scheduler (a separate process) picks
 the changes up, replans and talks to the gateways. A bad body is answered 422 with
 the field named (``detail[].loc``), an unknown gateway or charger 404. Owner and
-installer authentication come with issue 5.
+installer authentication: every endpoint needs a bearer token (``cloud.auth``);
+site and charger settings are the installer's, preferences and boost the owner's
+(or the installer's), reads anyone's who may see the gateway (an operator sees
+all). A gateway the caller may not see is 404, like one that does not exist.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -27,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloud.auth import Access, Principal, User, gateway_access, require_role
 from cloud.scheduler import store_tariff
 from protocols.lease import SLOT_MS
 
@@ -34,6 +39,26 @@ _GATEWAY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _CHARGER = r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$"
 _TARIFF = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _utc_in_range(v: datetime) -> datetime:
+    """UTC, and within years 1970-9000 (PostgreSQL and Python both represent it)."""
+    try:
+        utc = v.astimezone(UTC) if v.tzinfo is not None else v.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("out of range") from None
+    if not _EARLIEST <= utc <= _LATEST:
+        raise ValueError("must be between 1970 and 9000")
+    return utc
+
+
+# a timezone-aware instant, returned in UTC
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc_in_range)]
+# the same, a missing zone read as UTC (the readings endpoint always allowed it)
+UtcOrNaiveDatetime = Annotated[datetime, AfterValidator(_utc_in_range)]
 
 GatewayPath = Annotated[str, Path(pattern=_GATEWAY)]
 ChargerPath = Annotated[str, Path(pattern=_CHARGER)]
@@ -105,7 +130,7 @@ class Preferences(_Body):
 
 
 class BoostBody(_Body):
-    until: AwareDatetime | None = None
+    until: UtcDatetime | None = None
     duration_min: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
 
     @model_validator(mode="after")
@@ -116,7 +141,7 @@ class BoostBody(_Body):
 
 
 class PriceSlot(_Body):
-    slot_start: AwareDatetime
+    slot_start: UtcDatetime
     price_p_per_kwh: Annotated[float, Field(ge=-1000, le=1000)] | None = None
     carbon_g_per_kwh: Annotated[float, Field(ge=0, le=5000)] | None = None
 
@@ -142,15 +167,12 @@ async def _db(request: Request) -> asyncpg.Pool:
 Db = Annotated[asyncpg.Pool, Depends(_db)]
 
 
-async def _gateway(db: asyncpg.Pool | asyncpg.Connection, gw: str) -> None:
-    if not await db.fetchval("SELECT 1 FROM gateways WHERE id = $1", gw):
-        raise HTTPException(404, f"no gateway {gw!r}")
-
-
-async def _charger(db: asyncpg.Pool, gw: str, charger: str) -> None:
-    """404 unless the gateway exists and the charger is configured or has been
-    seen in a session."""
-    await _gateway(db, gw)
+async def _charger(
+    db: asyncpg.Pool, user: Principal, gw: str, charger: str, access: Access
+) -> None:
+    """404 unless the caller may see the gateway and the charger is configured or
+    has been seen in a session; 403 if their role may not do ``access``."""
+    await gateway_access(db, user, gw, access)
     known = await db.fetchval(
         "SELECT EXISTS (SELECT 1 FROM site_chargers WHERE gateway_id = $1"
         " AND charger_id = $2) OR EXISTS (SELECT 1 FROM sessions"
@@ -177,9 +199,9 @@ def add_scheduling_routes(app: FastAPI) -> None:
 
     @app.put("/v1/gateways/{gateway_id}/site")
     async def put_site(
-        gateway_id: GatewayPath, body: SiteSettings, db: Db
+        gateway_id: GatewayPath, body: SiteSettings, db: Db, user: User
     ) -> dict[str, Any]:
-        await _gateway(db, gateway_id)
+        await gateway_access(db, user, gateway_id, Access.INSTALL)
         row = await db.fetchrow(
             "INSERT INTO sites (gateway_id, main_fuse_a, phases, voltage_v, tariff_id,"
             " timezone, objective, carbon_weight, base_load_w)"
@@ -203,8 +225,8 @@ def add_scheduling_routes(app: FastAPI) -> None:
         return _site_out(row)
 
     @app.get("/v1/gateways/{gateway_id}/site")
-    async def get_site(gateway_id: GatewayPath, db: Db) -> dict[str, Any]:
-        await _gateway(db, gateway_id)
+    async def get_site(gateway_id: GatewayPath, db: Db, user: User) -> dict[str, Any]:
+        await gateway_access(db, user, gateway_id, Access.READ)
         row = await db.fetchrow("SELECT * FROM sites WHERE gateway_id = $1", gateway_id)
         if row is None:
             raise HTTPException(404, f"gateway {gateway_id!r} has no site settings")
@@ -212,9 +234,13 @@ def add_scheduling_routes(app: FastAPI) -> None:
 
     @app.put("/v1/gateways/{gateway_id}/chargers/{charger_id}")
     async def put_charger(
-        gateway_id: GatewayPath, charger_id: ChargerPath, body: ChargerSettings, db: Db
+        gateway_id: GatewayPath,
+        charger_id: ChargerPath,
+        body: ChargerSettings,
+        db: Db,
+        user: User,
     ) -> dict[str, Any]:
-        await _gateway(db, gateway_id)
+        await gateway_access(db, user, gateway_id, Access.INSTALL)
         row = await db.fetchrow(
             "INSERT INTO site_chargers (gateway_id, charger_id, connector_id,"
             " max_power_w, min_power_w, phases, phase)"
@@ -235,9 +261,9 @@ def add_scheduling_routes(app: FastAPI) -> None:
 
     @app.get("/v1/gateways/{gateway_id}/chargers/{charger_id}")
     async def get_charger(
-        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db
+        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db, user: User
     ) -> dict[str, Any]:
-        await _gateway(db, gateway_id)
+        await gateway_access(db, user, gateway_id, Access.READ)
         row = await db.fetchrow(
             "SELECT * FROM site_chargers WHERE gateway_id = $1 AND charger_id = $2",
             gateway_id,
@@ -249,9 +275,13 @@ def add_scheduling_routes(app: FastAPI) -> None:
 
     @app.put("/v1/gateways/{gateway_id}/chargers/{charger_id}/preferences")
     async def put_preferences(
-        gateway_id: GatewayPath, charger_id: ChargerPath, body: Preferences, db: Db
+        gateway_id: GatewayPath,
+        charger_id: ChargerPath,
+        body: Preferences,
+        db: Db,
+        user: User,
     ) -> dict[str, Any]:
-        await _charger(db, gateway_id, charger_id)
+        await _charger(db, user, gateway_id, charger_id, Access.CONTROL)
         hh, mm = body.ready_by.split(":")
         row = await db.fetchrow(
             "INSERT INTO charging_preferences (gateway_id, charger_id, mode, ready_by,"
@@ -277,9 +307,9 @@ def add_scheduling_routes(app: FastAPI) -> None:
 
     @app.get("/v1/gateways/{gateway_id}/chargers/{charger_id}/preferences")
     async def get_preferences(
-        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db
+        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db, user: User
     ) -> dict[str, Any]:
-        await _charger(db, gateway_id, charger_id)
+        await _charger(db, user, gateway_id, charger_id, Access.READ)
         row = await db.fetchrow(
             "SELECT * FROM charging_preferences WHERE gateway_id = $1"
             " AND charger_id = $2",
@@ -291,9 +321,10 @@ def add_scheduling_routes(app: FastAPI) -> None:
         return _prefs_out(row)
 
     @app.get("/v1/gateways/{gateway_id}/plan")
-    async def get_plan(gateway_id: GatewayPath, db: Db) -> dict[str, Any]:
-        """The newest lease, plus its curve as ``slots`` with start times."""
-        await _gateway(db, gateway_id)
+    async def get_plan(gateway_id: GatewayPath, db: Db, user: User) -> dict[str, Any]:
+        """The newest lease, plus its curve as ``slots`` with start times and each
+        charger's planned power in them (``planned_w``)."""
+        await gateway_access(db, user, gateway_id, Access.READ)
         row = await db.fetchrow(
             "SELECT * FROM plans WHERE gateway_id = $1 ORDER BY version DESC LIMIT 1",
             gateway_id,
@@ -308,6 +339,7 @@ def add_scheduling_routes(app: FastAPI) -> None:
                 "slot_start": datetime.fromtimestamp((start + i * SLOT_MS) / 1000, UTC),
                 "price_p_per_kwh": p,
                 "carbon_g_per_kwh": carbon[i] if i < len(carbon) else None,
+                "planned_w": _planned_w(lease, start + i * SLOT_MS),
             }
             for i, p in enumerate(lease["price_p_per_kwh"])
         ]
@@ -326,9 +358,14 @@ def add_scheduling_routes(app: FastAPI) -> None:
         }
 
     async def _command(
-        db: asyncpg.Pool, gw: str, charger: str, action: str, body: BoostBody | None
+        db: asyncpg.Pool,
+        user: Principal,
+        gw: str,
+        charger: str,
+        action: str,
+        body: BoostBody | None,
     ) -> dict[str, Any]:
-        await _charger(db, gw, charger)
+        await _charger(db, user, gw, charger, Access.CONTROL)
         row = await db.fetchrow(
             "INSERT INTO commands (id, gateway_id, charger_id, action, until,"
             " duration_s) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
@@ -346,23 +383,28 @@ def add_scheduling_routes(app: FastAPI) -> None:
         gateway_id: GatewayPath,
         charger_id: ChargerPath,
         db: Db,
+        user: User,
         body: Annotated[BoostBody | None, Body()] = None,
     ) -> dict[str, Any]:
-        return await _command(db, gateway_id, charger_id, "boost", body)
+        return await _command(db, user, gateway_id, charger_id, "boost", body)
 
     @app.post(
         "/v1/gateways/{gateway_id}/chargers/{charger_id}/cancel_boost",
         status_code=202,
     )
     async def cancel_boost(
-        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db
+        gateway_id: GatewayPath, charger_id: ChargerPath, db: Db, user: User
     ) -> dict[str, Any]:
-        return await _command(db, gateway_id, charger_id, "cancel_boost", None)
+        return await _command(db, user, gateway_id, charger_id, "cancel_boost", None)
 
     @app.get("/v1/gateways/{gateway_id}/commands/{command_id}")
     async def get_command(
-        gateway_id: GatewayPath, command_id: str, db: Db
+        gateway_id: GatewayPath,
+        command_id: Annotated[str, Path(max_length=64)],
+        db: Db,
+        user: User,
     ) -> dict[str, Any]:
+        await gateway_access(db, user, gateway_id, Access.READ)
         row = await db.fetchrow(
             "SELECT * FROM commands WHERE gateway_id = $1 AND id = $2",
             gateway_id,
@@ -377,8 +419,11 @@ def add_scheduling_routes(app: FastAPI) -> None:
         tariff_id: TariffPath,
         slots: Annotated[list[PriceSlot], Body(max_length=2 * 366 * 48)],
         db: Db,
+        user: User,
         kind: Literal["dynamic", "tou", "flat"] = "dynamic",
     ) -> dict[str, Any]:
+        """Tariff curves are platform data: operators load them (and the CLI)."""
+        require_role(user, "operator")
         starts = [s.slot_start for s in slots]
         if len(set(starts)) != len(starts):
             raise HTTPException(422, "slots: a slot_start appears twice")
@@ -396,7 +441,8 @@ def add_scheduling_routes(app: FastAPI) -> None:
     async def get_prices(
         tariff_id: TariffPath,
         db: Db,
-        since: AwareDatetime | None = None,
+        _user: User,
+        since: UtcDatetime | None = None,
         limit: Annotated[int, Query(ge=1, le=20_000)] = 96,
     ) -> dict[str, Any]:
         tariff = await db.fetchrow("SELECT * FROM tariffs WHERE id = $1", tariff_id)
@@ -416,6 +462,17 @@ def add_scheduling_routes(app: FastAPI) -> None:
             "updated_at": tariff["updated_at"],
             "slots": [dict(r) for r in rows],
         }
+
+
+def _planned_w(lease: dict[str, Any], at_ms: int) -> dict[str, float]:
+    """Each charger's planned limit at ``at_ms`` (its lease period covering it)."""
+    out: dict[str, float] = {}
+    for c in lease.get("chargers") or []:
+        for period in c.get("periods") or []:
+            if period["start_ms"] <= at_ms < period["end_ms"]:
+                out[c["charger_id"]] = period["limit_w"]
+                break
+    return out
 
 
 def _command_out(row: asyncpg.Record) -> dict[str, Any]:

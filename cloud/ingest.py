@@ -284,8 +284,9 @@ class BatchStore:
             """
             INSERT INTO gateways AS g (id, last_seen, state, software, backlog_records,
                 backlog_oldest, outbox_bytes, outbox_cap_bytes, appended_total,
-                thinned_total, rejected_total, acked_through_seq, status_at)
-            VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+                thinned_total, rejected_total, acked_through_seq, status_at,
+                claim_sha256)
+            VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12)
             ON CONFLICT (id) DO UPDATE SET
                 last_seen = now(), state = excluded.state,
                 software = coalesce(nullif(excluded.software, ''), g.software),
@@ -297,7 +298,9 @@ class BatchStore:
                 thinned_total = greatest(g.thinned_total, excluded.thinned_total),
                 rejected_total = greatest(g.rejected_total, excluded.rejected_total),
                 acked_through_seq = excluded.acked_through_seq,
-                status_at = now()
+                status_at = now(),
+                -- a gateway stops showing its code once claimed: keep the last
+                claim_sha256 = coalesce(excluded.claim_sha256, g.claim_sha256)
             """,
             st.gw,
             st.state,
@@ -310,6 +313,7 @@ class BatchStore:
             st.thinned_total,
             st.rejected_total,
             st.acked_through_seq,
+            st.claim_sha256,
         )
         self._gateways.add(st.gw)
 

@@ -10,6 +10,7 @@ import logging
 import uvicorn
 
 from cloud.api import create_app
+from cloud.auth import ApiSettings
 from cloud.db import migrate
 from cloud.ingest import IngestWorker
 from cloud.scheduler import Scheduler, SchedulerSettings
@@ -41,10 +42,11 @@ async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
 
 
 async def run_api(settings: CloudSettings) -> None:
-    dsn, _ = _targets(settings)
+    dsn, mqtt_url = _targets(settings)
     await migrate(dsn)
     config = uvicorn.Config(
-        create_app(dsn),
+        # the broker URL that config bundles name (FUSEBOX_PUBLIC_MQTT_URL wins)
+        create_app(dsn, settings=ApiSettings(cloud_mqtt_url=mqtt_url)),
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",

@@ -6,6 +6,7 @@
     fusebox cloud run                     every cloud service in one process
     fusebox cloud ingest | api | scheduler | migrate   one cloud service
     fusebox cloud prices load --tariff ID --csv FILE    a price/carbon curve
+    fusebox cloud user add --email E --role R [--password-stdin]   an API account
     fusebox sim meter ...                 a simulated smart meter
     fusebox sim charger ...               a simulated OCPP charge point with an EV
     fusebox demo                          everything on embedded defaults, live view
@@ -273,6 +274,54 @@ def cmd_cloud_prices(args: argparse.Namespace) -> int:
     return run_until_signalled(_with_embedded(settings, body, need_mqtt=False))
 
 
+def cmd_cloud_user(args: argparse.Namespace) -> int:
+    """``fusebox cloud user add``: an account for the API (owner, installer,
+    operator); the password from stdin (``--password-stdin``) or a prompt."""
+    import getpass
+
+    import asyncpg
+
+    from cloud.auth import create_user
+    from cloud.db import migrate
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {args.email}: ")
+        if password != getpass.getpass("again: "):
+            print("fusebox cloud user add: the passwords differ", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+    if len(password) < 8:
+        print(
+            "fusebox cloud user add: the password needs at least 8 characters",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_CONFIG
+    if "@" not in args.email or len(args.email) > 254:
+        print(f"fusebox cloud user add: bad e-mail {args.email!r}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    settings = _cloud_settings(args)
+    failed: list[str] = []
+
+    async def body(s: Any, _shared: bool) -> None:
+        await migrate(s.database_url)
+        conn = await asyncpg.connect(s.database_url)
+        try:
+            uid = await create_user(conn, args.email, args.role, password)
+        except asyncpg.UniqueViolationError:
+            failed.append(f"an account for {args.email} exists already")
+            return
+        finally:
+            await conn.close()
+        print(f"user {uid}: {args.email.strip().lower()} ({args.role})")
+
+    run_until_signalled(_with_embedded(settings, body, need_mqtt=False))
+    if failed:
+        print(f"fusebox cloud user add: {failed[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 # ------------------------------------------------------------------- sim, demo, bench
 
 
@@ -404,6 +453,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_load.add_argument("--database-url", help="env FUSEBOX_DATABASE_URL")
     p_load.add_argument("--state-dir", help="env FUSEBOX_STATE_DIR")
     p_load.set_defaults(func=cmd_cloud_prices, service="prices")
+    users = cloud.add_parser("user", help="API accounts").add_subparsers(
+        dest="user_command", required=True
+    )
+    u_add = users.add_parser("add", help="add an owner, installer or operator")
+    u_add.add_argument("--email", required=True, help="the login (case-insensitive)")
+    u_add.add_argument(
+        "--role", required=True, choices=["owner", "installer", "operator"]
+    )
+    u_add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (else a prompt)",
+    )
+    u_add.add_argument("--database-url", help="env FUSEBOX_DATABASE_URL")
+    u_add.add_argument("--state-dir", help="env FUSEBOX_STATE_DIR")
+    u_add.set_defaults(func=cmd_cloud_user, service="user")
 
     sim = sub.add_parser("sim", help="simulated devices").add_subparsers(
         dest="sim_device", required=True

@@ -1,14 +1,19 @@
-"""The cloud HTTP API against a real PostgreSQL, through httpx's ASGI transport."""
+"""The cloud HTTP API against a real PostgreSQL, through httpx's ASGI transport.
+
+The client is an operator (sees every gateway); tenancy is tested in
+test_api_roles.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import httpx
 import pytest
 
 from cloud.api import create_app
+from cloud.auth import create_user, issue_token
 from cloud.db import migrate
 from cloud.ingest import BatchStore
 from protocols import contract
@@ -47,12 +52,18 @@ async def client(pg_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
             conn,
             contract.GatewayStatus(gw="gw-a", state="online", thinned_total=3),
         )
+        uid = await create_user(conn, "op@example.com", "operator", None)
+        token, _ = await issue_token(conn, uid, timedelta(hours=1), None)
     finally:
         await conn.close()
     app = create_app(pg_dsn)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as c:
             yield c
 
 
@@ -115,3 +126,32 @@ async def test_unknown_gateway_is_404(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1/gateways/nope/readings")
     assert r.status_code == 404
     assert "nope" in r.json()["detail"]
+
+
+async def test_reads_need_a_token(client: httpx.AsyncClient) -> None:
+    for path in ("/v1/gateways", "/v1/gateways/gw-a/readings"):
+        r = await client.get(path, headers={"Authorization": ""})
+        assert r.status_code == 401, path
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+    assert (await client.get("/healthz", headers={"Authorization": ""})).is_success
+
+
+async def test_readings_csv_streams_oldest_first(client: httpx.AsyncClient) -> None:
+    r = await client.get(
+        "/v1/gateways/gw-a/readings.csv",
+        params={"since": "2026-01-01T00:00:00Z", "quantity": "power_w"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/csv")
+    lines = r.text.splitlines()
+    assert lines[0] == "ts,device_id,quantity,value"
+    assert [x.split(",")[1:] for x in lines[1:]] == [
+        ["m1", "power_w", "250.0"],
+        ["m1", "power_w", "300.0"],
+    ]
+    r = await client.get(
+        "/v1/gateways/gw-a/readings.csv", params={"since": "2026-01-01T00:00:00"}
+    )
+    assert r.status_code == 422 and "since" in r.text  # no zone
+    r = await client.get("/v1/gateways/gw-a/readings.csv")
+    assert r.status_code == 422 and "since" in r.text

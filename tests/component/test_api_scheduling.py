@@ -1,4 +1,7 @@
-"""The smart-charging endpoints of the cloud API against a real PostgreSQL."""
+"""The smart-charging endpoints of the cloud API against a real PostgreSQL.
+
+The client is the gateway's installer (may change site, chargers and preferences);
+tariff prices are loaded by an operator. Tenancy is tested in test_api_roles.py."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import httpx
 import pytest
 
 from cloud.api import create_app
+from cloud.auth import create_user, issue_token
 from cloud.db import migrate
 
 GW = "gw-a"
@@ -36,14 +40,32 @@ async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await c.close()
 
 
+async def bearer(conn: asyncpg.Connection, email: str, role: Any) -> dict[str, str]:
+    uid = await create_user(conn, email, role, None)
+    token, _ = await issue_token(conn, uid, timedelta(hours=1), None)
+    if role == "installer":
+        await conn.execute(
+            "INSERT INTO site_installers (gateway_id, user_id) VALUES ($1, $2)", GW, uid
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def operator(conn: asyncpg.Connection) -> dict[str, str]:
+    return await bearer(conn, "op@example.com", "operator")
+
+
 @pytest.fixture
 async def client(
     conn: asyncpg.Connection, pg_dsn: str
 ) -> AsyncIterator[httpx.AsyncClient]:
+    headers = await bearer(conn, "installer@example.com", "installer")
     app = create_app(pg_dsn)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as c:
             yield c
 
 
@@ -258,11 +280,13 @@ async def test_current_plan_is_the_newest_lease_with_its_slots(
             "slot_start": "2026-01-15T18:00:00Z",
             "price_p_per_kwh": 10.0,
             "carbon_g_per_kwh": 100.0,
+            "planned_w": {},
         },
         {
             "slot_start": "2026-01-15T18:30:00Z",
             "price_p_per_kwh": 20.0,
             "carbon_g_per_kwh": 200.0,
+            "planned_w": {},
         },
     ]
 
@@ -271,7 +295,7 @@ async def test_current_plan_is_the_newest_lease_with_its_slots(
 
 
 async def test_prices_put_and_get(
-    client: httpx.AsyncClient, conn: asyncpg.Connection
+    client: httpx.AsyncClient, conn: asyncpg.Connection, operator: dict[str, str]
 ) -> None:
     slots = [
         {"slot_start": "2026-01-15T18:00:00Z", "price_p_per_kwh": 30.5},
@@ -279,6 +303,8 @@ async def test_prices_put_and_get(
         {"slot_start": "2026-01-15T19:00:00Z", "carbon_g_per_kwh": 120},
     ]
     r = await client.put("/v1/tariffs/agile/prices", json=slots)
+    assert r.status_code == 403  # an installer may not load tariffs
+    r = await client.put("/v1/tariffs/agile/prices", json=slots, headers=operator)
     assert r.status_code == 200, r.text
     assert r.json()["slots"] == 3
     first = await conn.fetchval("SELECT updated_at FROM tariffs WHERE id = 'agile'")
@@ -286,6 +312,7 @@ async def test_prices_put_and_get(
     r = await client.put(
         "/v1/tariffs/agile/prices",
         json=[{"slot_start": "2026-01-15T18:00:00Z", "carbon_g_per_kwh": 90}],
+        headers=operator,
     )
     assert r.status_code == 200
     assert (
@@ -317,8 +344,11 @@ async def test_prices_put_and_get(
     ],
 )
 async def test_prices_422(
-    client: httpx.AsyncClient, slots: list[dict[str, Any]], needle: str
+    client: httpx.AsyncClient,
+    operator: dict[str, str],
+    slots: list[dict[str, Any]],
+    needle: str,
 ) -> None:
-    r = await client.put("/v1/tariffs/agile/prices", json=slots)
+    r = await client.put("/v1/tariffs/agile/prices", json=slots, headers=operator)
     assert r.status_code == 422, r.text
     assert needle in r.text

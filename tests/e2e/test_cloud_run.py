@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,9 +28,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _get(url: str) -> tuple[int, object]:
-    with urllib.request.urlopen(url, timeout=2) as r:
+OPERATOR = ("ops@example.test", "operator-password-1")
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, object]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=2) as r:
         return r.status, json.loads(r.read())
+
+
+def _login(base: str) -> str:
+    body = json.dumps({"email": OPERATOR[0], "password": OPERATOR[1]}).encode()
+    request = urllib.request.Request(
+        f"{base}/v1/auth/login",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as r:
+        return str(json.loads(r.read())["access_token"])
 
 
 async def test_cloud_run_on_embedded_defaults(
@@ -45,6 +62,9 @@ async def test_cloud_run_on_embedded_defaults(
         if k not in ("FUSEBOX_DATABASE_URL", "FUSEBOX_CLOUD_MQTT_URL")
     }
     env["FUSEBOX_EMBEDDED_MQTT_PORT"] = str(mqtt_port)
+    # the first operator account, created at start (API calls need a token)
+    env["FUSEBOX_BOOTSTRAP_OPERATOR_EMAIL"] = OPERATOR[0]
+    env["FUSEBOX_BOOTSTRAP_OPERATOR_PASSWORD"] = OPERATOR[1]
     cloud = procs.start(
         [
             "fusebox",
@@ -64,7 +84,11 @@ async def test_cloud_run_on_embedded_defaults(
         return _get(f"{base}/healthz")[0] == 200
 
     await eventually(healthy, timeout_s=timeout(60), message="API healthy")
-    assert _get(f"{base}/v1/gateways") == (200, [])
+    with pytest.raises(urllib.error.HTTPError) as unauthorized:
+        _get(f"{base}/v1/gateways")
+    assert unauthorized.value.code == 401
+    token = _login(base)
+    assert _get(f"{base}/v1/gateways", token) == (200, [])
 
     async with aiomqtt.Client("127.0.0.1", mqtt_port, identifier="gw-x-test") as c:
         await c.subscribe(contract.down_ack("gw-x"), qos=1)
@@ -91,7 +115,7 @@ async def test_cloud_run_on_embedded_defaults(
             break
     assert isinstance(answer, contract.Ack)
     assert answer.stored_through_seq == 1
-    status, rows = _get(f"{base}/v1/gateways/gw-x/readings")
+    status, rows = _get(f"{base}/v1/gateways/gw-x/readings", token)
     assert status == 200
     assert [r["value"] for r in rows] == [42.0]  # type: ignore[union-attr,index]
 

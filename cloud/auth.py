@@ -1,0 +1,384 @@
+"""Accounts, passwords, bearer tokens, login rate limits and tenancy (issue 5).
+
+* Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte salt per user, 32-byte
+  key), stored as ``scrypt$n$r$p$salt_b64$key_b64`` so the cost can be raised later
+  without breaking old hashes; compared in constant time. A login for an unknown
+  e-mail still runs one scrypt, so timing does not tell which accounts exist.
+* Tokens: 32 random bytes (urlsafe base64 to the client); only their sha256 is
+  stored. They expire (default 12 h) and are revoked on logout or "log out
+  everywhere".
+* Rate limits (``FailureLimiter``) are per API process and in memory: with N API
+  processes an attacker gets at most N times the budget. That is enough against
+  online guessing with scrypt at ~50 ms a try; put a shared store behind it if the
+  budget must hold across processes.
+* Tenancy (``gateway_access``): an owner sees the gateways of the sites they own, an
+  installer the gateways they claimed or were assigned, an operator every gateway
+  but read-only. A gateway someone may not see is answered 404, exactly like one
+  that does not exist, so existence is never revealed; a visible one the role may
+  not change is 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["owner", "installer", "operator"]
+ROLES: tuple[Role, ...] = ("owner", "installer", "operator")
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_SALT_BYTES = 16
+_KEY_BYTES = 32
+_MAX_PASSWORD_BYTES = 1024
+
+
+class ApiSettings(BaseSettings):
+    """Settings of the API's people side, from ``FUSEBOX_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="FUSEBOX_", extra="ignore")
+
+    token_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_max_failures_per_ip: int = Field(default=20, ge=1, le=100_000)
+    login_window_s: float = Field(default=300, gt=0, le=86400)
+    claim_max_failures: int = Field(default=10, ge=1, le=1000)
+    claim_window_s: float = Field(default=300, gt=0, le=86400)
+    claim_delay_s: float = Field(
+        default=0.4, ge=0, le=10, description="every claim answer takes this long"
+    )
+    public_mqtt_url: str | None = Field(
+        default=None,
+        description="the cloud broker URL written into gateways' config bundles; "
+        "default: FUSEBOX_CLOUD_MQTT_URL without its credentials",
+    )
+    cloud_mqtt_url: str | None = None
+    bootstrap_operator_email: str | None = Field(
+        default=None,
+        description="with bootstrap_operator_password: create this operator account "
+        "at start if it does not exist (first install, demo, end-to-end tests)",
+    )
+    bootstrap_operator_password: SecretStr | None = None
+    online_within_s: float = Field(
+        default=120, gt=0, description="a gateway whose last status is older: offline"
+    )
+
+
+# ----------------------------------------------------------------- passwords
+
+
+def hash_password(password: str) -> str:
+    """The storable hash of ``password`` (slow on purpose: run it off the loop)."""
+    salt = secrets.token_bytes(_SALT_BYTES)
+    key = _scrypt(password.encode(), salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    return "$".join(
+        (
+            "scrypt",
+            str(SCRYPT_N),
+            str(SCRYPT_R),
+            str(SCRYPT_P),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(key).decode(),
+        )
+    )
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches ``stored``; always does one scrypt, also when
+    there is no stored hash (unknown account), so timing tells nothing."""
+    params = _parse(stored) if stored else None
+    if params is None:
+        _scrypt(password.encode(), _DUMMY_SALT, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        return False
+    n, r, p, salt, key = params
+    got = _scrypt(password.encode(), salt, n, r, p)
+    return hmac.compare_digest(got, key)
+
+
+_DUMMY_SALT = secrets.token_bytes(_SALT_BYTES)
+
+
+def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password[:_MAX_PASSWORD_BYTES],
+        salt=salt,
+        n=n,
+        r=r,
+        p=p,
+        maxmem=256 * 1024 * 1024,
+        dklen=_KEY_BYTES,
+    )
+
+
+def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return None
+    try:
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        return n, r, p, base64.b64decode(parts[4]), base64.b64decode(parts[5])
+    except ValueError:
+        return None
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def create_user(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    email: str,
+    role: Role,
+    password: str | None,
+) -> int:
+    """Insert an account and return its id; raises ``asyncpg.UniqueViolationError``
+    if the e-mail is taken."""
+    pw_hash = await asyncio.to_thread(hash_password, password) if password else None
+    user_id: int = await conn.fetchval(
+        "INSERT INTO users (email, role, password_hash) VALUES ($1, $2, $3)"
+        " RETURNING id",
+        normalise_email(email),
+        role,
+        pw_hash,
+    )
+    return user_id
+
+
+async def bootstrap_operator(pool: asyncpg.Pool, settings: ApiSettings) -> None:
+    """Create the configured first operator unless an account has that e-mail."""
+    email, password = (
+        settings.bootstrap_operator_email,
+        settings.bootstrap_operator_password,
+    )
+    if not email or password is None:
+        return
+    exists = await pool.fetchval(
+        "SELECT 1 FROM users WHERE lower(email) = $1", normalise_email(email)
+    )
+    if exists:
+        return
+    # another API process may be first
+    with contextlib.suppress(asyncpg.UniqueViolationError):
+        await create_user(pool, email, "operator", password.get_secret_value())
+
+
+# -------------------------------------------------------------------- tokens
+
+
+def new_token() -> tuple[str, bytes]:
+    """A fresh bearer token and the sha256 digest to store."""
+    token = secrets.token_urlsafe(32)
+    return token, token_digest(token)
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def issue_token(
+    db: asyncpg.Pool | asyncpg.Connection,
+    user_id: int,
+    ttl: timedelta,
+    client_ip: str | None,
+) -> tuple[str, asyncpg.Record]:
+    token, digest = new_token()
+    # tokens long expired are of no use, not even for an audit: drop this user's
+    await db.execute(
+        "DELETE FROM api_tokens WHERE user_id = $1"
+        " AND expires_at < now() - interval '7 days'",
+        user_id,
+    )
+    row = await db.fetchrow(
+        "INSERT INTO api_tokens (token_sha256, user_id, expires_at, client_ip)"
+        " VALUES ($1, $2, now() + $3::interval, $4) RETURNING expires_at",
+        digest,
+        user_id,
+        ttl,
+        client_ip,
+    )
+    assert row is not None
+    return token, row
+
+
+# --------------------------------------------------------------- rate limits
+
+
+class FailureLimiter:
+    """At most ``max_failures`` failures per key within ``window_s`` (sliding), in
+    this process. ``retry_after(key)`` is 0 while allowed, else the seconds until
+    the oldest counted failure leaves the window."""
+
+    def __init__(
+        self, *, max_failures: int, window_s: float, max_keys: int = 100_000
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        q = self._failures.get(key)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window_s:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+            return None
+        return q
+
+    def retry_after(self, key: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        q = self._recent(key, now)
+        if q is None or len(q) < self.max_failures:
+            return 0.0
+        return max(0.0, q[0] + self.window_s - now)
+
+    def fail(self, key: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        q = self._recent(key, now)
+        if q is None:
+            if len(self._failures) >= self.max_keys:
+                self._prune(now)
+            q = self._failures.setdefault(key, deque())
+        q.append(now)
+        while len(q) > self.max_failures:
+            q.popleft()
+
+    def reset(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def _prune(self, now: float) -> None:
+        for key in list(self._failures):
+            self._recent(key, now)
+        if len(self._failures) >= self.max_keys:
+            # still full of live keys: forget the oldest half rather than grow
+            oldest = sorted(self._failures, key=lambda k: self._failures[k][-1])
+            for key in oldest[: len(oldest) // 2]:
+                del self._failures[key]
+
+
+def too_many(retry_after_s: float, what: str) -> HTTPException:
+    seconds = max(1, int(retry_after_s + 0.999))
+    return HTTPException(
+        429,
+        f"too many failed {what}; try again in {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --------------------------------------------------------- the current user
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: int
+    email: str
+    role: Role
+    token_sha256: bytes
+
+
+_bearer = HTTPBearer(auto_error=False, description="POST /v1/auth/login gives one")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_user(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The account behind the request's bearer token, or 401."""
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise _unauthorized("log in first: Authorization: Bearer <token>")
+    if len(creds.credentials) > 256:
+        raise _unauthorized("invalid, expired or revoked token")
+    digest = token_digest(creds.credentials)
+    pool: asyncpg.Pool = request.app.state.pool
+    row = await pool.fetchrow(
+        "SELECT u.id, u.email, u.role FROM api_tokens t JOIN users u"
+        " ON u.id = t.user_id WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL"
+        " AND t.expires_at > now()",
+        digest,
+    )
+    if row is None:
+        raise _unauthorized("invalid, expired or revoked token")
+    return Principal(row["id"], row["email"], row["role"], digest)
+
+
+User = Annotated[Principal, Depends(current_user)]
+
+
+def require_role(user: Principal, *roles: Role) -> None:
+    if user.role not in roles:
+        raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
+
+
+# ------------------------------------------------------------------ tenancy
+
+
+class Access(enum.Enum):
+    READ = "read"  # owner, installer, operator
+    CONTROL = "control"  # owner or installer: preferences, boost
+    INSTALL = "install"  # installer only: site, devices, credentials
+
+
+_VISIBLE = {
+    "owner": "SELECT EXISTS (SELECT 1 FROM sites WHERE gateway_id = $1"
+    " AND owner_id = $2)",
+    "installer": "SELECT EXISTS (SELECT 1 FROM site_installers WHERE gateway_id = $1"
+    " AND user_id = $2)",
+    "operator": "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1"
+    " AND $2::bigint IS NOT NULL)",
+}
+
+_ALLOWED: dict[Access, tuple[Role, ...]] = {
+    Access.READ: ("owner", "installer", "operator"),
+    Access.CONTROL: ("owner", "installer"),
+    Access.INSTALL: ("installer",),
+}
+
+
+async def gateway_access(
+    db: asyncpg.Pool | asyncpg.Connection,
+    user: Principal,
+    gateway_id: str,
+    access: Access = Access.READ,
+) -> None:
+    """Return if ``user`` may do ``access`` on ``gateway_id``; 404 if they may not
+    see it (or it does not exist), 403 if they see it but their role may not."""
+    if not await db.fetchval(_VISIBLE[user.role], gateway_id, user.id):
+        raise HTTPException(404, f"no gateway {gateway_id!r}")
+    if user.role not in _ALLOWED[access]:
+        raise HTTPException(403, f"{user.role}s may not change gateway {gateway_id!r}")
+
+
+VISIBLE_GATEWAYS = """
+SELECT g.id FROM gateways g WHERE $2 = 'operator'
+   OR ($2 = 'owner' AND EXISTS (SELECT 1 FROM sites s WHERE s.gateway_id = g.id
+                                AND s.owner_id = $1))
+   OR ($2 = 'installer' AND EXISTS (SELECT 1 FROM site_installers i
+                                    WHERE i.gateway_id = g.id AND i.user_id = $1))
+"""
