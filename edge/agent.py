@@ -1,4 +1,5 @@
-"""The edge agent: outbox, meters, uplink and metrics under one TaskGroup."""
+"""The edge agent: outbox, meters, uplink, metrics and the installer's local API
+under one TaskGroup."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import dataclasses
 import logging
 import time
 
+from edge.claim import claim_path_beside, load_or_create
 from edge.config import EdgeConfig
 from edge.controller import Controller
+from edge.local_api import LocalApiServer, LocalSite, Overrides, overrides_path_beside
 from edge.meters import MeterService
 from edge.metrics import age_seconds, render_lines, serve_metrics
 from edge.ocpp.server import OcppServer
@@ -25,6 +28,10 @@ SOFTWARE = "fusebox-edge/0.1.0"
 
 class EdgeAgent:
     def __init__(self, config: EdgeConfig, *, clock: Clock | None = None) -> None:
+        # what the installer set on the local page (fuse, approved chargers)
+        # applies on top of the config file; ConfigError if it is unreadable
+        self.overrides = Overrides(overrides_path_beside(config.outbox.path))
+        config = self.overrides.apply(config)
         self.config = config
         self.clock = clock or Clock()
         self.outbox = Outbox.open(
@@ -59,7 +66,10 @@ class EdgeAgent:
                 status_interval_s=u.status_interval_s,
                 software=SOFTWARE,
             ),
-            extra_status=lambda: {"dropped_bad_input_total": self.meters.bad_total},
+            extra_status=lambda: {
+                "dropped_bad_input_total": self.meters.bad_total,
+                "claim_sha256": self.claim.sha256,
+            },
         )
         if self.ocpp is not None and config.chargers and config.site.control != "off":
             outbox_path = config.outbox.path
@@ -78,6 +88,26 @@ class EdgeAgent:
             )
             self.meters.observers.append(self.controller.on_meter)
             self.uplink.on_down = self.controller.on_down
+        # the code the installer types to claim this gateway; only its hash
+        # leaves the site (in the gateway status)
+        self.claim = load_or_create(claim_path_beside(config.outbox.path))
+        self.local_api: LocalApiServer | None = None
+        if config.local_api_on:
+            self.local_api = LocalApiServer(
+                LocalSite(
+                    config=config,
+                    claim=self.claim,
+                    overrides=self.overrides,
+                    ocpp=self.ocpp,
+                    controller=self.controller,
+                    meters=self.meters,
+                    uplink=self.uplink,
+                    outbox=self.outbox,
+                    software=SOFTWARE,
+                    now=self.clock.now,
+                ),
+                config.local_api.listen,
+            )
 
     async def run(self) -> None:
         await self.outbox.start()
@@ -89,6 +119,7 @@ class EdgeAgent:
             len(self.meters.drivers),
             parse_mqtt_url(self.config.cloud.mqtt_url).url(),
         )
+        log.info("claim code: %s (%s)", self.claim.code, self.claim.path)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.meters.run(), name="meters")
@@ -98,6 +129,8 @@ class EdgeAgent:
                     tg.create_task(self.ocpp.run(), name="ocpp")
                 if self.controller is not None:
                     tg.create_task(self.controller.run(), name="controller")
+                if self.local_api is not None:
+                    tg.create_task(self.local_api.serve(), name="local-api")
                 if self.config.metrics.listen:
                     tg.create_task(
                         serve_metrics(self.config.metrics.listen, self.render_metrics),

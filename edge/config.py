@@ -11,6 +11,7 @@ registry (``edge.meters.DRIVERS``) cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -91,6 +93,70 @@ class MetricsSettings(_Strict):
     listen: str | None = Field(
         default=None, description="host:port for Prometheus /metrics, off when unset"
     )
+
+
+LOCAL_API_DEFAULT_LISTEN = "127.0.0.1:8088"
+LOCAL_API_USER = "installer"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port); ``ValueError``."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port, e.g. {LOCAL_API_DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LocalApiSettings(_Strict):
+    """The installer's local page and API (``[local_api]``, ``edge.local_api``)."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description=(
+            "unset: on when chargers, charger discovery or meters are configured"
+        ),
+    )
+    listen: str = Field(
+        default=LOCAL_API_DEFAULT_LISTEN,
+        description="host:port; a non-loopback address needs a password",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        min_length=8,
+        max_length=128,
+        description=f"HTTP Basic password of the user {LOCAL_API_USER!r}",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @model_validator(mode="after")
+    def _password_off_loopback(self) -> LocalApiSettings:
+        host, _ = split_listen(self.listen)
+        if (
+            self.enabled is not False
+            and self.password is None
+            and not is_loopback(host)
+        ):
+            raise ValueError(
+                f"listen = {self.listen!r} is reachable from the network: set "
+                "password (at least 8 characters), or listen on 127.0.0.1"
+            )
+        return self
 
 
 class _Meter(_Strict):
@@ -228,6 +294,14 @@ class EdgeConfig(_Strict):
     ocpp: OcppServerConfig = Field(default_factory=OcppServerConfig)
     chargers: ChargerList = Field(default_factory=list)
     site: SiteConfig = Field(default_factory=SiteConfig)
+    local_api: LocalApiSettings = Field(default_factory=LocalApiSettings)
+
+    @property
+    def local_api_on(self) -> bool:
+        """Whether the local page and API run (``local_api.enabled``, else auto)."""
+        if self.local_api.enabled is not None:
+            return self.local_api.enabled
+        return bool(self.chargers or self.meters or self.ocpp.allow_discovery)
 
     @model_validator(mode="after")
     def _unique_meter_ids(self) -> EdgeConfig:

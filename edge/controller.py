@@ -273,6 +273,14 @@ class Controller:
         self.boosts.pop(charger_id, None)
         self._wake.set()
 
+    def set_main_fuse(self, main_fuse_a: float) -> None:
+        """Protect a fuse of ``main_fuse_a`` from the next evaluation on (the
+        installer's local page; the caller validates and persists the value)."""
+        self.site = self.site.model_copy(update={"main_fuse_a": main_fuse_a})
+        self._local_plan = None  # planned against the old limit
+        log.info("controller: main fuse now %g A", main_fuse_a)
+        self._wake.set()
+
     def metrics(self) -> list[tuple[str, str, dict[str, str], float]]:
         """Prometheus samples: each charger's limit and state, the site and lease."""
         now = self.clock.now()
@@ -448,8 +456,10 @@ class Controller:
                 continue
             needed = request.energy_needed_kwh
             at_request = request.register_wh_at_request
-            if state is not None and state.register_wh is not None and at_request:
-                needed -= max(0.0, state.register_wh - at_request) / 1000.0
+            register = state.register_wh if state is not None else None
+            # a register of 0 Wh at the request is a reading, not a missing one
+            if register is not None and at_request is not None:
+                needed -= max(0.0, register - at_request) / 1000.0
             requests.append(
                 EvRequest(
                     charger_id=entry.charger_id,

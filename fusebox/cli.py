@@ -3,6 +3,8 @@
     fusebox edge run --config FILE        the gateway agent
     fusebox edge init --out FILE          a commented starter config (for the demo)
     fusebox edge check --config FILE      validate a config and exit (2 if bad)
+    fusebox edge claim-code | status | approve | fuse | boost --config FILE
+                                          the installer's commands (local API)
     fusebox cloud run                     every cloud service in one process
     fusebox cloud ingest | api | scheduler | migrate   one cloud service
     fusebox cloud prices load --tariff ID --csv FILE    a price/carbon curve
@@ -122,6 +124,182 @@ def cmd_edge_init(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(starter_config(gateway_id=args.gateway_id))
     print(f"wrote {out}; run it with: fusebox edge run --config {out}")
+    return 0
+
+
+def _edge_config_or_exit(path: str) -> Any:
+    from edge import ConfigError
+    from edge.config import load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"fusebox edge: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_CONFIG) from None
+
+
+def cmd_edge_claim_code(args: argparse.Namespace) -> int:
+    """``fusebox edge claim-code``: the code kept beside the outbox (no network)."""
+    from edge.claim import ClaimFileError, claim_path_beside, read_code
+
+    config = _edge_config_or_exit(args.config)
+    try:
+        claim = read_code(claim_path_beside(config.outbox.path))
+    except ClaimFileError as exc:
+        print(f"fusebox edge claim-code: {exc}", file=sys.stderr)
+        return 1
+    print(claim.code)
+    return 0
+
+
+class _EdgeApiError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _edge_api(
+    args: argparse.Namespace, method: str, path: str, body: Any = None
+) -> Any:
+    """Call the running edge's local API (``[local_api]`` of ``--config``)."""
+    import httpx
+
+    from edge.config import LOCAL_API_USER
+    from edge.local_api import base_url
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
+    config = _edge_config_or_exit(args.config)
+    if not config.local_api_on:
+        raise _EdgeApiError(
+            f"the local API is off in {args.config}; set [local_api] enabled = true "
+            "and restart the edge",
+            EXIT_BAD_CONFIG,
+        )
+    url = base_url(config)
+    password = config.local_api.password
+    auth = (LOCAL_API_USER, password.get_secret_value()) if password else None
+    try:
+        with httpx.Client(base_url=url, auth=auth, timeout=10.0) as client:
+            health = client.get("/api/health")
+            gateway = health.json().get("gateway_id") if health.is_success else None
+            if gateway != config.gateway_id:
+                raise _EdgeApiError(
+                    f"{url} answers for gateway {gateway!r}, not {config.gateway_id!r}"
+                    f" of {args.config}: another program uses the port; give this "
+                    "edge its own [local_api] listen"
+                )
+            response = client.request(method, path, json=body)
+    except httpx.TransportError as exc:
+        raise _EdgeApiError(
+            f"no answer from the local API at {url} ({exc or type(exc).__name__}); "
+            f"is `fusebox edge run --config {args.config}` up? it listens on "
+            f"{config.local_api.listen}"
+        ) from None
+    except ValueError:  # not JSON: not our API
+        raise _EdgeApiError(f"{url} is not a Fusebox edge's local API") from None
+    if response.status_code == 401:
+        raise _EdgeApiError(
+            f"{url} refused the password from {args.config} ([local_api] password "
+            "changed since the edge started? restart it)"
+        )
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"detail": response.text}
+    if not response.is_success:
+        detail = data.get("detail") if isinstance(data, dict) else data
+        if isinstance(detail, list):  # 422: pydantic errors naming the field
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}"
+                for e in detail
+            )
+        raise _EdgeApiError(
+            f"{response.status_code}: {detail}",
+            EXIT_BAD_CONFIG if response.status_code == 422 else 1,
+        )
+    return data
+
+
+def _print_edge_status(s: dict[str, Any], config_path: str) -> None:
+    h, site = s["health"], s["site"]
+    print(f"gateway {s['gateway_id']} ({s['software']})")
+    if s.get("claim_code"):
+        print(f"claim code: {s['claim_code']}")
+    backlog = h["backlog_records"]
+    print(
+        "cloud: "
+        + ("connected" if h["uplink_connected"] else "unreachable")
+        + (f"; backlog {backlog} reading(s)" if backlog is not None else "")
+        + (
+            f" (oldest {h['backlog_oldest_age_s']:.0f} s)"
+            if backlog and h["backlog_oldest_age_s"] is not None
+            else ""
+        )
+    )
+    meter = (
+        f"; site meter {site['meter']}: {site['site_import_w']:.0f} W "
+        f"({site['site_meter_age_s']:.0f} s ago)"
+        if site["site_import_w"] is not None
+        else ""
+    )
+    print(f"site: main fuse {site['main_fuse_a']:g} A{meter}")
+    print(f"chargers ({len(s['chargers'])}):")
+    for c in s["chargers"]:
+        ctl = c["control"]
+        power = "" if c["power_w"] is None else f" {c['power_w'] / 1000:.1f} kW"
+        control = ""
+        if ctl is not None:
+            control = f"  {ctl['state']}"
+            if ctl["limit_a"] is not None:
+                control += f" {ctl['limit_a']:g} A"
+            if ctl["boost"]:
+                control += " (boost)"
+        version = c["ocpp_version"] or "-"
+        print(f"  {c['id']}  OCPP {version}  {c['status']}{power}{control}")
+    if s["pending"]:
+        print(f"pending (fusebox edge approve --config {config_path} ID --password P):")
+        for p in s["pending"]:
+            device = " ".join(x for x in (p["vendor"], p["model"]) if x)
+            print(f"  {p['id']}  OCPP {p['ocpp_version']}  {device or '-'}")
+    print(f"meters ({len(s['meters'])}):")
+    for m in s["meters"]:
+        values = ", ".join(f"{k}={v:g}" for k, v in m["last_values"].items())
+        print(f"  {m['id']} ({m['type']})  {values or 'no readings yet'}")
+
+
+def cmd_edge_local(args: argparse.Namespace) -> int:
+    """``fusebox edge status|approve|fuse|boost``: the running edge's local API."""
+    import json
+    from urllib.parse import quote
+
+    cid = quote(getattr(args, "charger", "") or "", safe="")
+    try:
+        if args.edge_command == "status":
+            data = _edge_api(args, "GET", "/api/status")
+            if args.json:
+                print(json.dumps(data, indent=2))
+            else:
+                _print_edge_status(data, args.config)
+        elif args.edge_command == "approve":
+            body: dict[str, Any] = {"password": args.password}
+            for key in ("ocpp_version", "max_current_a", "phases"):
+                if getattr(args, key) is not None:
+                    body[key] = getattr(args, key)
+            data = _edge_api(args, "POST", f"/api/chargers/{cid}/approve", body)
+            print(f"{args.charger}: approved; {data['note']}")
+        elif args.edge_command == "fuse":
+            data = _edge_api(args, "POST", "/api/site", {"main_fuse_a": args.amps})
+            print(f"main fuse: {data['main_fuse_a']:g} A (saved)")
+        elif args.cancel:
+            _edge_api(args, "POST", f"/api/chargers/{cid}/cancel_boost")
+            print(f"{args.charger}: boost cancelled")
+        else:
+            minutes = {} if args.minutes is None else {"duration_min": args.minutes}
+            data = _edge_api(args, "POST", f"/api/chargers/{cid}/boost", minutes)
+            print(f"{args.charger}: boost until {data['until'] or 'unplugged'}")
+    except _EdgeApiError as exc:
+        print(f"fusebox edge {args.edge_command}: {exc}", file=sys.stderr)
+        return exc.code
     return 0
 
 
@@ -395,6 +573,37 @@ def build_parser() -> argparse.ArgumentParser:
     e_init.add_argument("--gateway-id", default="gw-site-1")
     e_init.add_argument("--force", action="store_true")
     e_init.set_defaults(func=cmd_edge_init)
+    e_claim = edge.add_parser(
+        "claim-code", help="show the code an installer types to claim this gateway"
+    )
+    e_claim.add_argument("--config", required=True)
+    e_claim.set_defaults(func=cmd_edge_claim_code)
+    e_status = edge.add_parser("status", help="the running edge, from its local API")
+    e_status.add_argument("--config", required=True)
+    e_status.add_argument("--json", action="store_true", help="the raw document")
+    e_status.set_defaults(func=cmd_edge_local)
+    e_approve = edge.add_parser("approve", help="accept a pending (discovered) charger")
+    e_approve.add_argument("--config", required=True)
+    e_approve.add_argument("charger", help="its charge point id")
+    e_approve.add_argument(
+        "--password",
+        required=True,
+        help="the Basic auth password set on the charger (16-40 characters)",
+    )
+    e_approve.add_argument("--ocpp-version", choices=["1.6", "2.0.1"])
+    e_approve.add_argument("--max-current-a", type=float, help="rating, A per phase")
+    e_approve.add_argument("--phases", type=int, choices=[1, 3])
+    e_approve.set_defaults(func=cmd_edge_local)
+    e_fuse = edge.add_parser("fuse", help="set the main fuse limit (A per phase)")
+    e_fuse.add_argument("--config", required=True)
+    e_fuse.add_argument("amps", type=float)
+    e_fuse.set_defaults(func=cmd_edge_local)
+    e_boost = edge.add_parser("boost", help="full power for a charger (offline too)")
+    e_boost.add_argument("--config", required=True)
+    e_boost.add_argument("charger")
+    e_boost.add_argument("--cancel", action="store_true", help="end the boost")
+    e_boost.add_argument("--minutes", type=float, help="default: until unplugged")
+    e_boost.set_defaults(func=cmd_edge_local)
 
     cloud = sub.add_parser("cloud", help="cloud services").add_subparsers(
         dest="service", required=True

@@ -357,6 +357,9 @@ class _Link:
                 message = json.dumps(frame)
         await self._ws.send(message)
 
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
     async def recv(self) -> str | bytes:
         return await self._ws.recv()
 
@@ -1101,6 +1104,26 @@ class OcppServer:
             await asyncio.Future()
         finally:
             await self.stop()
+
+    def approve(self, charger: ChargerConfig) -> bool:
+        """Accept a charger that discovery held as pending (the installer approved it):
+        from now on it is known, and its next connection must pass the normal
+        checks (Basic auth with ``charger.password`` in profiles 1 and 2). A
+        pending connection still open is closed (1012, service restart) so the
+        charger reconnects at once rather than after its Boot retry interval.
+        Returns whether a connection was closed. ``KeyError`` if ``charger.id``
+        is not pending."""
+        if charger.id not in self.pending:
+            raise KeyError(f"charger {charger.id!r} is not pending")
+        self.known[charger.id] = charger
+        del self.pending[charger.id]
+        log.info("ocpp: pending charger %s approved by the installer", charger.id)
+        state = self.chargers.get(charger.id)
+        link = getattr(state.charge_point, "_connection", None) if state else None
+        if state is None or not state.connected or not isinstance(link, _Link):
+            return False
+        self.spawn(link.close(1012, "approved: reconnect with credentials"))
+        return True
 
     # -- commands to chargers ---------------------------------------------------
     # Callable from outside any handler (controller, tests); never from inside a

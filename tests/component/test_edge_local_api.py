@@ -1,0 +1,559 @@
+"""The installer's local page and API on a real ``EdgeAgent``, over real HTTP.
+
+The agent runs in the test's event loop with its OCPP server and the local API on
+free ports; the cloud and the site broker are unreachable (port 1), which the
+local API must not need. Chargers are raw websockets clients (the helpers of
+``test_ocpp_server``); a restart is a new agent on the same outbox directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgpack
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from edge import ConfigError
+from edge.agent import EdgeAgent
+from edge.claim import claim_path_beside, read_code
+from edge.config import EdgeConfig, parse_config
+from edge.local_api import create_app, overrides_path_beside
+from fusebox import cli
+from tests.component.test_ocpp_server import V16, V201, charger, exchange
+from tests.harness.timing import eventually, timeout
+
+API_PASSWORD = "installer-secret"
+CHARGER_PASSWORD = "charger-password-16"
+NEW_PASSWORD = "a-new-charger-pass"  # 18 characters
+AUTH = ("installer", API_PASSWORD)
+
+
+def config_data(tmp_path: Path, **local_api: Any) -> dict[str, Any]:
+    return {
+        "gateway_id": "gw-local",
+        "cloud": {"mqtt_url": "mqtt://127.0.0.1:1"},
+        "local": {"mqtt_url": "mqtt://127.0.0.1:1"},
+        "outbox": {"path": str(tmp_path / "edge" / "outbox.db")},
+        "meters": [{"type": "glow", "id": "site", "topic": "glow/SITE"}],
+        "ocpp": {"port": 0, "allow_discovery": True},
+        "chargers": [{"id": "CP1", "password": CHARGER_PASSWORD}],
+        "site": {"main_fuse_a": 60, "meter": "site"},
+        "local_api": {"listen": "127.0.0.1:0", "password": API_PASSWORD, **local_api},
+    }
+
+
+def edge_config(tmp_path: Path, **local_api: Any) -> EdgeConfig:
+    return parse_config(config_data(tmp_path, **local_api))
+
+
+@asynccontextmanager
+async def running(config: EdgeConfig) -> AsyncIterator[tuple[EdgeAgent, str]]:
+    agent = EdgeAgent(config)
+    task = asyncio.create_task(agent.run())
+    try:
+        api = agent.local_api
+        assert api is not None and agent.ocpp is not None
+        await eventually(
+            lambda: api.started and agent.ocpp is not None and agent.ocpp.port,
+            timeout_s=timeout(10),
+            message="the agent's local API and OCPP server did not start",
+        )
+        yield agent, f"http://127.0.0.1:{api.port}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def edge(tmp_path: Path) -> AsyncIterator[tuple[EdgeAgent, httpx.AsyncClient]]:
+    async with (
+        running(edge_config(tmp_path)) as (agent, url),
+        httpx.AsyncClient(base_url=url, auth=AUTH, timeout=timeout(5)) as client,
+    ):
+        yield agent, client
+
+
+def field_errors(response: httpx.Response) -> list[str]:
+    assert response.status_code == 422, response.text
+    return [str(e["loc"][-1]) for e in response.json()["detail"]]
+
+
+# -- access -------------------------------------------------------------------
+
+
+async def test_health_is_open_everything_else_needs_the_password(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    _, client = edge
+    base = str(client.base_url)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout(5)) as anon:
+        health = await anon.get("/api/health")
+        assert health.status_code == 200
+        assert health.json() == {"ok": True, "gateway_id": "gw-local"}
+        for method, path in [
+            ("GET", "/api/status"),
+            ("GET", "/"),
+            ("POST", "/api/site"),
+            ("POST", "/api/chargers/CP1/boost"),
+            ("POST", "/api/chargers/CP1/approve"),
+            ("POST", "/ui/site"),
+        ]:
+            refused = await anon.request(method, path)
+            assert refused.status_code == 401, (method, path)
+            assert refused.headers["www-authenticate"].startswith("Basic")
+            assert "claim" not in refused.text.lower()
+        for auth in [("installer", "wrong-password"), ("admin", API_PASSWORD)]:
+            wrong = await anon.get("/api/status", auth=auth)
+            assert wrong.status_code == 401
+    ok = await client.get("/api/status")
+    assert ok.status_code == 200
+    assert ok.headers["cache-control"] == "no-store"
+
+
+async def test_without_a_password_only_this_machine_is_answered(
+    tmp_path: Path,
+) -> None:
+    config = edge_config(tmp_path, password=None)
+    async with running(config) as (agent, url):
+        async with httpx.AsyncClient(base_url=url, timeout=timeout(5)) as local:
+            s = await local.get("/api/status")
+            assert s.status_code == 200 and s.json()["claim_code"] == agent.claim.code
+            rebound = await local.get("/api/status", headers={"Host": "evil.example"})
+            assert rebound.status_code == 401
+        # a client from elsewhere (only possible behind a proxy): refused
+        assert agent.local_api is not None
+        app = create_app(agent.local_api.site)
+        transport = httpx.ASGITransport(app, client=("192.168.1.50", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url=url) as remote:
+            assert (await remote.get("/api/status")).status_code == 401
+            assert (await remote.get("/")).status_code == 401
+            assert (await remote.get("/api/health")).status_code == 200
+
+
+async def test_changes_from_another_origin_are_refused(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    evil = await client.post(
+        "/ui/site",
+        content="main_fuse_a=1",
+        headers={
+            "Origin": "http://evil.example",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert evil.status_code == 403
+    assert agent.controller is not None
+    assert agent.controller.site.main_fuse_a == 60
+
+
+# -- what the installer sees --------------------------------------------------
+
+
+async def test_status_and_page_show_claim_code_health_chargers_and_meters(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    claim = read_code(claim_path_beside(agent.config.outbox.path))
+    assert agent.ocpp is not None
+    async with charger(agent.ocpp, "CP1", V16, password=CHARGER_PASSWORD) as ws:
+        boot = {"chargePointVendor": "Acme", "chargePointModel": "Wallbox 7"}
+        answer = await exchange(ws, [2, "b1", "BootNotification", boot])
+        assert answer[2]["status"] == "Accepted"
+        status = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+        await exchange(ws, [2, "s1", "StatusNotification", status])
+
+        s = (await client.get("/api/status")).json()
+        assert s["gateway_id"] == "gw-local"
+        assert s["claim_code"] == claim.code
+        assert s["claim_sha256"] == claim.sha256 == agent.claim.sha256
+        h = s["health"]
+        assert h["uplink_connected"] is False  # the cloud is not needed
+        assert h["meters_connected"] is False and h["meters_configured"] == 1
+        assert h["ocpp_listening"] is True and h["chargers_connected"] == 1
+        assert h["backlog_records"] >= 1  # the boot event waits for the cloud
+        assert h["outbox_cap_bytes"] > 0
+        assert s["site"]["main_fuse_a"] == 60 and s["site"]["controller_running"]
+        (cp1,) = s["chargers"]
+        assert cp1["id"] == "CP1" and cp1["connected"] is True
+        assert cp1["ocpp_version"] == "1.6" and cp1["status"] == "Available"
+        assert cp1["vendor"] == "Acme" and cp1["model"] == "Wallbox 7"
+        assert cp1["control"] is not None and cp1["control"]["boost"] is False
+        (meter,) = s["meters"]
+        assert meter["id"] == "site" and meter["site_meter"] is True
+        assert meter["topic"] == "glow/SITE" and meter["last_values"] == {}
+        assert s["pending"] == [] and s["unmatched_messages"] == 0
+
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        text = page.text
+        assert claim.code in text and "CP1" in text and "Acme" in text
+        assert "Available" in text and "glow/SITE" in text
+        assert 'name="viewport"' in text or "name=viewport" in text
+        assert 'action="/ui/site"' in text
+
+    # the code never leaves the site: only its hash is in the gateway status
+    status_msg = msgpack.unpackb(await agent.uplink.status_payload())
+    text = json.dumps(status_msg, default=str)
+    assert status_msg["claim_sha256"] == claim.sha256
+    assert claim.code not in text and claim.code.replace("-", "") not in text
+
+
+# -- approving a discovered charger -------------------------------------------
+
+
+async def test_a_pending_charger_is_approved_and_accepted_after_reconnecting(
+    tmp_path: Path,
+) -> None:
+    config = edge_config(tmp_path)
+    async with (
+        running(config) as (agent, url),
+        httpx.AsyncClient(base_url=url, auth=AUTH, timeout=timeout(5)) as client,
+    ):
+        ocpp = agent.ocpp
+        assert ocpp is not None
+        async with charger(ocpp, "NEW-1", V201, password=None) as ws:
+            boot = {
+                "chargingStation": {"model": "M2", "vendorName": "Vend"},
+                "reason": "PowerUp",
+            }
+            answer = await exchange(ws, [2, "b1", "BootNotification", boot])
+            assert answer[2]["status"] == "Pending"
+            s = (await client.get("/api/status")).json()
+            (pending,) = s["pending"]
+            assert pending["id"] == "NEW-1" and pending["vendor"] == "Vend"
+            assert pending["connected"] is True and pending["ocpp_version"] == "2.0.1"
+            assert [c["id"] for c in s["chargers"]] == ["CP1"]
+            page = (await client.get("/")).text
+            assert "NEW-1" in page and 'action="/ui/chargers/NEW-1/approve"' in page
+
+            # bad input names the field; an unknown charger is 404
+            short = await client.post(
+                "/api/chargers/NEW-1/approve", json={"password": "short"}
+            )
+            assert field_errors(short) == ["password"]
+            bad = await client.post(
+                "/api/chargers/NEW-1/approve",
+                json={"password": NEW_PASSWORD, "phases": 2},
+            )
+            assert field_errors(bad) == ["phases"]
+            missing = await client.post("/api/chargers/NEW-1/approve", json={})
+            assert field_errors(missing) == ["password"]
+            unknown = await client.post(
+                "/api/chargers/NOPE/approve", json={"password": NEW_PASSWORD}
+            )
+            assert unknown.status_code == 404
+            assert "NEW-1" in ocpp.pending
+
+            approved = await client.post(
+                "/api/chargers/NEW-1/approve",
+                json={"password": NEW_PASSWORD, "max_current_a": 16, "phases": 3},
+            )
+            assert approved.status_code == 200, approved.text
+            body = approved.json()
+            assert body["approved"] and body["reconnecting"]
+            assert body["controlled"] is False and "restart" in body["note"]
+            # the pending connection is closed so that the charger comes back
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), timeout(5))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert "NEW-1" not in ocpp.pending and "NEW-1" in ocpp.known
+        again = await client.post(
+            "/api/chargers/NEW-1/approve", json={"password": NEW_PASSWORD}
+        )
+        assert again.status_code == 409
+
+        # from now on it needs its password, and is accepted with it
+        with pytest.raises(InvalidStatus) as refused:
+            async with charger(ocpp, "NEW-1", V201, password=None):
+                pass
+        assert refused.value.response.status_code == 401
+        async with charger(ocpp, "NEW-1", V201, password=NEW_PASSWORD) as ws:
+            answer = await exchange(ws, [2, "b2", "BootNotification", boot])
+            assert answer[2]["status"] == "Accepted"
+            s = (await client.get("/api/status")).json()
+            assert s["pending"] == []
+            new = next(c for c in s["chargers"] if c["id"] == "NEW-1")
+            assert new["connected"] and new["configured"]
+
+    # kept in the overrides file (0600), and applied at the next start
+    path = overrides_path_beside(config.outbox.path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    saved = json.loads(path.read_text())
+    (entry,) = saved["chargers"]
+    assert entry["id"] == "NEW-1" and entry["password"] == NEW_PASSWORD
+    assert entry["max_current_a"] == 16 and entry["phases"] == 3
+    async with running(edge_config(tmp_path)) as (agent, _):
+        assert agent.ocpp is not None and agent.controller is not None
+        assert agent.ocpp.known["NEW-1"].max_current_a == 16
+        assert "NEW-1" in agent.controller.chargers
+        async with charger(agent.ocpp, "NEW-1", V201, password=NEW_PASSWORD) as ws:
+            answer = await exchange(ws, [2, "b3", "BootNotification", boot])
+            assert answer[2]["status"] == "Accepted"
+
+
+async def test_the_page_form_approves_a_pending_charger(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    assert agent.ocpp is not None
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with charger(agent.ocpp, "NEW-2", V16, password=None) as ws:
+        boot = {"chargePointVendor": "V", "chargePointModel": "M"}
+        await exchange(ws, [2, "b1", "BootNotification", boot])
+        short = await client.post(
+            "/ui/chargers/NEW-2/approve", content="password=short", headers=form
+        )
+        assert short.status_code == 422 and "password" in short.text
+        assert "NEW-2" in agent.ocpp.pending
+        done = await client.post(
+            "/ui/chargers/NEW-2/approve",
+            content=f"password={NEW_PASSWORD}&max_current_a=16&phases=3&ocpp_version=",
+            headers=form,
+        )
+        assert done.status_code == 303, done.text
+        assert done.headers["location"] == "/?done=approved"
+    known = agent.ocpp.known["NEW-2"]
+    assert known.phases == 3 and known.max_current_a == 16
+    assert known.ocpp_version is None
+    gone = await client.post(
+        "/ui/chargers/NOPE/approve", content=f"password={NEW_PASSWORD}", headers=form
+    )
+    assert gone.status_code == 404 and "NOPE" in gone.text
+
+
+# -- the fuse limit -----------------------------------------------------------
+
+
+async def test_fuse_change_is_applied_live_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    config = edge_config(tmp_path)
+    async with (
+        running(config) as (agent, url),
+        httpx.AsyncClient(base_url=url, auth=AUTH, timeout=timeout(5)) as client,
+    ):
+        controller = agent.controller
+        assert controller is not None and controller.site.main_fuse_a == 60
+        bad_bodies: list[dict[str, Any]] = [
+            {"main_fuse_a": 0},
+            {"main_fuse_a": "big"},
+            {"main_fuse_a": 7.5},  # not over the 2 A margin plus one EV's 6 A
+            {},
+            {"fuse": 40},
+        ]
+        for bad in bad_bodies:
+            errors = field_errors(await client.post("/api/site", json=bad))
+            assert "main_fuse_a" in errors or "fuse" in errors, (bad, errors)
+        garbage = await client.post(
+            "/api/site",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        assert garbage.status_code == 422
+        assert controller.site.main_fuse_a == 60
+
+        ok = await client.post("/api/site", json={"main_fuse_a": 40})
+        assert ok.status_code == 200 and ok.json()["applied"] is True
+        assert controller.site.main_fuse_a == 40
+        s = (await client.get("/api/status")).json()
+        assert s["site"]["main_fuse_a"] == 40
+        assert s["site"]["main_fuse_a_in_config_file"] is False
+
+        # the page's form does the same, and shows a bad value
+        form = await client.post(
+            "/ui/site",
+            content="main_fuse_a=45",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 303 and form.headers["location"] == "/?done=fuse"
+        assert controller.site.main_fuse_a == 45
+        page = await client.get("/?done=fuse")
+        assert "Fuse limit saved" in page.text
+        bad_form = await client.post(
+            "/ui/site",
+            content="main_fuse_a=-3",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert bad_form.status_code == 422 and "main_fuse_a" in bad_form.text
+        assert controller.site.main_fuse_a == 45
+
+    saved = json.loads(overrides_path_beside(config.outbox.path).read_text())
+    assert saved["main_fuse_a"] == 45
+    async with running(edge_config(tmp_path)) as (agent, _):
+        assert agent.controller is not None
+        assert agent.controller.site.main_fuse_a == 45
+        assert agent.config.site.main_fuse_a == 45
+
+
+# -- boost ----------------------------------------------------------------------
+
+
+async def test_boost_and_cancel_reach_the_controller(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    controller = agent.controller
+    assert controller is not None
+    on = await client.post("/api/chargers/CP1/boost")
+    assert on.status_code == 200 and on.json() == {
+        "id": "CP1",
+        "boost": True,
+        "until": None,
+    }
+    assert controller.boosts == {"CP1": None}
+    s = (await client.get("/api/status")).json()
+    assert s["chargers"][0]["control"]["boost"] is True
+
+    timed = await client.post("/api/chargers/CP1/boost", json={"duration_min": 30})
+    assert timed.status_code == 200 and timed.json()["until"] is not None
+    until = controller.boosts["CP1"]
+    assert until is not None
+    left_s = (until - controller.clock.now()).total_seconds()
+    assert 29 * 60 < left_s <= 30 * 60
+
+    assert field_errors(
+        await client.post("/api/chargers/CP1/boost", json={"duration_min": -1})
+    ) == ["duration_min"]
+    assert (await client.post("/api/chargers/NOPE/boost")).status_code == 404
+    assert (await client.post("/api/chargers/NOPE/cancel_boost")).status_code == 404
+
+    off = await client.post("/api/chargers/CP1/cancel_boost")
+    assert off.status_code == 200 and off.json()["boost"] is False
+    assert controller.boosts == {}
+
+
+# -- config ---------------------------------------------------------------------
+
+
+def test_config_refuses_a_network_listen_without_password(tmp_path: Path) -> None:
+    data = config_data(tmp_path)
+    data["local_api"] = {"listen": "0.0.0.0:8088"}
+    with pytest.raises(ConfigError, match=r"local_api.*password"):
+        parse_config(data)
+    data["local_api"] = {"listen": "192.168.1.20:8088", "password": "short"}
+    with pytest.raises(ConfigError, match=r"local_api\.password"):
+        parse_config(data)
+    data["local_api"] = {"listen": "not-a-listen-address"}
+    with pytest.raises(ConfigError, match=r"local_api\.listen"):
+        parse_config(data)
+    for ok in [
+        {"listen": "0.0.0.0:8088", "password": API_PASSWORD},
+        {"listen": "[::1]:8088"},
+        {"listen": "localhost:8088"},
+        {"listen": "0.0.0.0:8088", "enabled": False},
+        {},
+    ]:
+        data["local_api"] = ok
+        parse_config(data)
+
+
+def test_local_api_is_on_by_default_only_with_devices(tmp_path: Path) -> None:
+    bare = {
+        "gateway_id": "gw-x",
+        "cloud": {"mqtt_url": "mqtt://127.0.0.1:1"},
+        "outbox": {"path": str(tmp_path / "outbox.db")},
+    }
+    cfg = parse_config(dict(bare))
+    assert cfg.local_api.listen == "127.0.0.1:8088" and not cfg.local_api_on
+    assert parse_config({**bare, "ocpp": {"allow_discovery": True}}).local_api_on
+    assert edge_config(tmp_path).local_api_on
+    assert not parse_config({**bare, "local_api": {"enabled": False}}).local_api_on
+
+
+def test_a_damaged_overrides_file_stops_the_edge(tmp_path: Path) -> None:
+    config = edge_config(tmp_path)
+    path = overrides_path_beside(config.outbox.path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "main_fuse_a": -5}')
+    with pytest.raises(ConfigError, match=r"main_fuse_a.*delete it"):
+        EdgeAgent(config)
+
+
+# -- the CLI ----------------------------------------------------------------------
+
+
+async def test_cli_talks_to_the_running_edge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "edge.toml"
+
+    def write(listen: str) -> None:
+        data = config_data(tmp_path)
+        data["local_api"]["listen"] = listen
+        toml.write_text(_toml(data))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(["edge", *argv, "--config", str(toml)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    write("127.0.0.1:1")  # nothing listens there
+    code, _, err = await asyncio.to_thread(run, "status")
+    assert code == 1
+    assert "fusebox edge run --config" in err and "127.0.0.1:1" in err
+    code, _, err = await asyncio.to_thread(run, "claim-code")
+    assert code == 1 and "no claim code yet" in err
+
+    async with running(edge_config(tmp_path)) as (agent, url):
+        write(url.removeprefix("http://"))
+        code, out, _ = await asyncio.to_thread(run, "claim-code")
+        assert code == 0 and out.strip() == agent.claim.code
+        code, out, _ = await asyncio.to_thread(run, "status")
+        assert code == 0
+        assert agent.claim.code in out and "CP1" in out and "site (glow)" in out
+        code, out, _ = await asyncio.to_thread(run, "fuse", "32")
+        assert code == 0 and "32 A" in out
+        assert agent.controller is not None
+        assert agent.controller.site.main_fuse_a == 32
+        code, _, err = await asyncio.to_thread(run, "fuse", "0")
+        assert code == 2
+        code, _, err = await asyncio.to_thread(run, "boost", "CP1")
+        assert code == 0 and agent.controller.boosts == {"CP1": None}
+        code, _, err = await asyncio.to_thread(run, "boost", "CP1", "--cancel")
+        assert code == 0 and agent.controller.boosts == {}
+        code, _, err = await asyncio.to_thread(
+            run, "approve", "GHOST", "--password", NEW_PASSWORD
+        )
+        assert code == 1 and "404" in err and "GHOST" in err
+        code, _, err = await asyncio.to_thread(
+            run, "approve", "GHOST", "--password", "short"
+        )
+        assert code == 2 and "password" in err
+
+
+def _toml(data: dict[str, Any]) -> str:
+    """Just enough TOML for ``config_data`` (tables of scalars, arrays of them)."""
+
+    def value(v: Any) -> str:
+        return json.dumps(v)
+
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    arrays: list[tuple[str, list[dict[str, Any]]]] = []
+    for k, v in data.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        elif isinstance(v, list):
+            arrays.append((k, v))
+        else:
+            lines.append(f"{k} = {value(v)}")
+    for name, table in tables:
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    for name, items in arrays:
+        for item in items:
+            lines.append(f"[[{name}]]")
+            lines += [f"{k} = {value(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
