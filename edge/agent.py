@@ -71,7 +71,9 @@ class EdgeAgent:
                 "claim_sha256": self.claim.sha256,
             },
         )
-        if self.ocpp is not None and config.chargers and config.site.control != "off":
+        # with discovery on and no charger yet, the controller waits for the
+        # installer to approve one (the local page adds it live)
+        if self.ocpp is not None and config.site.control != "off":
             outbox_path = config.outbox.path
             self.controller = Controller(
                 config,

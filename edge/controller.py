@@ -273,6 +273,14 @@ class Controller:
         self.boosts.pop(charger_id, None)
         self._wake.set()
 
+    def add_charger(self, charger: ChargerConfig) -> None:
+        """Take a charger under control from the next evaluation (one the installer
+        approved on the local page while the edge runs)."""
+        self.chargers[charger.id] = charger
+        self._runtime.setdefault(charger.id, _ChargerRuntime())
+        log.info("controller: %s now under control", charger.id)
+        self._wake.set()
+
     def set_main_fuse(self, main_fuse_a: float) -> None:
         """Protect a fuse of ``main_fuse_a`` from the next evaluation on (the
         installer's local page; the caller validates and persists the value)."""

@@ -38,7 +38,7 @@ fuse limit higher than the one the installer set would not be safe.
 
 An approved charger is accepted (with its new password) from its next
 connection on; its open pending connection is closed so that it reconnects. The
-controller takes it under smart control at the edge's next start.
+controller takes it under smart control at once.
 """
 
 from __future__ import annotations
@@ -497,6 +497,8 @@ class LocalSite:
         )
         self._save(self.overrides.add_charger, charger)
         reconnecting = self.ocpp.approve(charger)
+        if self.controller is not None:
+            self.controller.add_charger(charger)
         controlled = self.controller is not None and charger_id in (
             self.controller.chargers
         )

@@ -89,10 +89,23 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
-    async def main() -> None:
-        await EdgeAgent(config, clock=clock).run()
+    from edge import EdgeError
 
-    return run_until_signalled(main)
+    refused: list[str] = []
+
+    async def main() -> None:
+        try:
+            agent = EdgeAgent(config, clock=clock)
+        except EdgeError as exc:  # a damaged overrides or claim-code file
+            refused.append(str(exc))
+            return
+        await agent.run()
+
+    code = run_until_signalled(main)
+    if refused:
+        print(f"fusebox edge: {refused[0]}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return code
 
 
 def cmd_edge_check(args: argparse.Namespace) -> int:

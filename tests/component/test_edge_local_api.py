@@ -263,7 +263,10 @@ async def test_a_pending_charger_is_approved_and_accepted_after_reconnecting(
             assert approved.status_code == 200, approved.text
             body = approved.json()
             assert body["approved"] and body["reconnecting"]
-            assert body["controlled"] is False and "restart" in body["note"]
+            # under the controller's care at once, not after a restart
+            assert body["controlled"] is True and "restart" not in body["note"]
+            assert agent.controller is not None
+            assert agent.controller.chargers["NEW-1"].max_current_a == 16
             # the pending connection is closed so that the charger comes back
             with pytest.raises(ConnectionClosed) as closed:
                 await asyncio.wait_for(ws.recv(), timeout(5))
@@ -557,3 +560,26 @@ def _toml(data: dict[str, Any]) -> str:
             lines.append(f"[[{name}]]")
             lines += [f"{k} = {value(v)}" for k, v in item.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_a_damaged_overrides_file_stops_the_edge_with_exit_2(tmp_path: Path) -> None:
+    """Running on the TOML's fuse when the installer set a lower one would be
+    unsafe: the edge refuses to start, says why, exits 2 (no traceback)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        'gateway_id = "gw-bad"\\n[cloud]\\nmqtt_url = "mqtt://127.0.0.1:1"\\n'
+        f'[outbox]\\npath = "{tmp_path / "outbox.db"}"\\n'
+    )
+    (tmp_path / "outbox-overrides.json").write_text("{not json")
+    result = subprocess.run(
+        [sys.executable, "-m", "fusebox", "edge", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "overrides" in result.stderr
+    assert "Traceback" not in result.stderr
