@@ -29,6 +29,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,6 +40,12 @@ from fusebox import embedded
 from fusebox.starter import DEMO_METERS, starter_config
 
 GATEWAY = "gw-demo-1"
+# Demo accounts for the web app (printed at start; loopback only).
+DEMO_OWNER = ("owner@demo.fusebox.test", "demo-owner-password")
+DEMO_INSTALLER = ("installer@demo.fusebox.test", "demo-installer-password")
+DEMO_FUSE_A = 60.0
+DEMO_SITE_METER = "grid-glow"
+_SAMPLE_YEAR = 2025
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class DemoCharger:
     password: str
     first_plug_s: float
     flags: tuple[str, ...]
+    target_kwh: float = 20.0
 
 
 # Demo credentials for chargers on loopback only (security profile 1).
@@ -59,7 +67,7 @@ DEMO_CHARGERS = (
         "DEMO-TAG-16",
         "demo-password-cp16",
         3,
-        ("--phases", "3", "--ev-max-kw", "11"),
+        ("--phases", "1", "--ev-max-kw", "7.4"),
     ),
     DemoCharger(
         "cp-demo-201",
@@ -142,12 +150,128 @@ def charger_scenario(
     return actions
 
 
+async def seed_cloud(dsn: str, *, today: date) -> None:
+    """What an installer and an owner would have done: accounts, the claimed
+    gateway's site (fuse, tariff, chargers, site meter), charging preferences, and
+    the sample year's prices moved by whole weeks so that ``today`` is covered."""
+    from cloud.auth import create_user
+    from cloud.scheduler import load_prices
+    from protocols.planning import CARBON_UNIT, SlotCurve, load_curve_csv
+
+    data = Path(__file__).parent / "data"
+    prices = load_curve_csv(data / f"sample_prices_{_SAMPLE_YEAR}.csv")
+    carbon = load_curve_csv(
+        data / f"sample_carbon_{_SAMPLE_YEAR}.csv", "carbon_g_per_kwh", CARBON_UNIT
+    )
+    # 364 days = 52 weeks: weekdays stay weekdays
+    years = max(0, (today - date(_SAMPLE_YEAR, 12, 29)).days // 364 + 1)
+    shift = timedelta(days=364 * years)
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        ids: dict[str, int] = {}
+        for (email, password), role in (
+            (DEMO_OWNER, "owner"),
+            (DEMO_INSTALLER, "installer"),
+        ):
+            uid = await conn.fetchval(
+                "SELECT id FROM users WHERE lower(email) = lower($1)", email
+            )
+            if uid is None:
+                uid = await create_user(conn, email, role, password)  # type: ignore[arg-type]
+            ids[role] = int(uid)
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO gateways (id, claimed_by, claimed_at) "
+                "VALUES ($1, $2, now()) ON CONFLICT (id) DO UPDATE SET "
+                "claimed_by = EXCLUDED.claimed_by, "
+                "claimed_at = coalesce(gateways.claimed_at, now())",
+                GATEWAY,
+                ids["installer"],
+            )
+            await conn.execute(
+                "INSERT INTO site_installers (gateway_id, user_id) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                GATEWAY,
+                ids["installer"],
+            )
+            await conn.execute(
+                "INSERT INTO sites (gateway_id, main_fuse_a, phases, tariff_id, "
+                "timezone, owner_id) VALUES ($1, $2, 1, 'default', 'Europe/London', "
+                "$3) ON CONFLICT (gateway_id) DO UPDATE SET owner_id = $3",
+                GATEWAY,
+                DEMO_FUSE_A,
+                ids["owner"],
+            )
+            for c in DEMO_CHARGERS:
+                await conn.execute(
+                    "INSERT INTO site_chargers (gateway_id, charger_id, max_power_w, "
+                    "phases) VALUES ($1, $2, 7360, 1) ON CONFLICT DO NOTHING",
+                    GATEWAY,
+                    c.id,
+                )
+                await conn.execute(
+                    "INSERT INTO charging_preferences (gateway_id, charger_id, mode, "
+                    "ready_by, target_energy_kwh) VALUES ($1, $2, 'smart', '07:30', "
+                    "$3) ON CONFLICT DO NOTHING",
+                    GATEWAY,
+                    c.id,
+                    c.target_kwh,
+                )
+            await conn.execute(
+                "INSERT INTO site_meters (gateway_id, meter_id, type, topic, role) "
+                "VALUES ($1, $2, 'glow', 'glow/glow-demo', 'site') "
+                "ON CONFLICT DO NOTHING",
+                GATEWAY,
+                DEMO_SITE_METER,
+            )
+    finally:
+        await conn.close()
+    await load_prices(
+        dsn,
+        "default",
+        prices=SlotCurve(prices.start + shift, prices.values, prices.unit),
+        carbon=SlotCurve(carbon.start + shift, carbon.values, carbon.unit),
+    )
+
+
+def owner_view(api_port: int) -> dict[str, Any] | None:
+    """What the demo owner sees through the API (the web app's data): logs in with
+    the printed credentials and reads the live state of the demo site."""
+    base = f"http://127.0.0.1:{api_port}"
+    body = json.dumps({"email": DEMO_OWNER[0], "password": DEMO_OWNER[1]}).encode()
+    try:
+        login = urllib.request.Request(
+            f"{base}/v1/auth/login",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(login, timeout=5) as r:
+            token = json.loads(r.read())["access_token"]
+        live = urllib.request.Request(
+            f"{base}/v1/gateways/{GATEWAY}/live",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(live, timeout=5) as r:
+            data: dict[str, Any] = json.loads(r.read())
+    except (OSError, ValueError, KeyError):
+        return None
+    return data
+
+
+def site_config() -> str:
+    """The edge config's ``[site]``: the glow meter measures the whole house."""
+    return (
+        "\n# The site: its main fuse, protected live from the glow meter's import.\n"
+        f'[site]\nmain_fuse_a = {DEMO_FUSE_A:g}\nmeter = "{DEMO_SITE_METER}"\n'
+    )
+
+
 def ocpp_config(port: int) -> str:
     """The edge config's ``[ocpp]`` table and ``[[chargers]]`` for the demo."""
     tags = ", ".join(f'"{c.id_tag}"' for c in DEMO_CHARGERS)
     chargers = "\n".join(
         f'[[chargers]]\nid = "{c.id}"\npassword = "{c.password}"\n'
-        f'ocpp_version = "{c.ocpp}"\n'
+        f'ocpp_version = "{c.ocpp}"\nmax_current_a = 32\nphases = 1\n'
         for c in DEMO_CHARGERS
     )
     return (
@@ -333,7 +457,19 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         ).replace('listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{metrics_port}"')
         ocpp_port = _free_port()
         edge_toml = state / "edge.toml"
-        edge_toml.write_text(config + ocpp_config(ocpp_port))
+        edge_toml.write_text(config + site_config() + ocpp_config(ocpp_port))
+        print("  seeding the demo accounts, site and prices ...", flush=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await seed_cloud(pg.dsn, today=date.today())
+                break
+            except (OSError, asyncpg.PostgresError) as exc:
+                # the cloud process migrates the schema as it starts
+                if time.monotonic() > deadline or procs.dead():
+                    print(f"  could not seed the cloud: {exc}", flush=True)
+                    return 1
+                await asyncio.sleep(0.5)
         procs.start("edge", ["edge", "run", "--config", str(edge_toml)])
         deadline = time.monotonic() + 30
         while _edge_metrics(metrics_port).get("fusebox_meters_connected") != 1.0:
@@ -395,7 +531,10 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                 ],
             )
         print(
-            f"  cloud API: http://127.0.0.1:{api_port}/v1/gateways  "
+            f"  web app: http://127.0.0.1:{api_port}/app\n"
+            f"    owner     {DEMO_OWNER[0]} / {DEMO_OWNER[1]}\n"
+            f"    installer {DEMO_INSTALLER[0]} / {DEMO_INSTALLER[1]}\n"
+            f"  cloud API: http://127.0.0.1:{api_port}/docs  "
             f"edge metrics: http://127.0.0.1:{metrics_port}/metrics\n"
             f"  chargers: ws://127.0.0.1:{ocpp_port}/ocpp/<id> "
             f"({', '.join(f'{c.id} OCPP {c.ocpp}' for c in DEMO_CHARGERS)})\n"
@@ -437,8 +576,12 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             print(("\x1b[2J\x1b[H" if tty else "") + screen + "\n", flush=True)
             if args.duration and now - started >= args.duration:
                 break
+        seen = await asyncio.to_thread(owner_view, api_port)
         summary = {
             "demo": "done",
+            "owner_sees_chargers": sorted(
+                c.get("charger_id", "?") for c in (seen or {}).get("chargers", [])
+            ),
             "readings_in_cloud": prev_total,
             "first_reading_s": first_seen,
             **_charger_summary(view),

@@ -71,4 +71,7 @@ def test_demo_shows_readings_and_sessions_within_30s(
     for c in DEMO_CHARGERS:
         shown = f"{c.id:<14} {c.ocpp:<5} connected"
         assert shown in result.stdout, f"{c.id} not shown connected live"
+    # the web app's owner account (credentials printed) sees the live chargers
+    assert "web app: http://127.0.0.1:" in result.stdout
+    assert summary["owner_sees_chargers"] == sorted(chargers), summary
     assert "stopped cleanly." in result.stdout
