@@ -42,7 +42,11 @@ async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
 
 
 async def run_api(settings: CloudSettings) -> None:
-    dsn, mqtt_url = _targets(settings)
+    # the API never speaks MQTT (decision 3); the broker URL only goes into the
+    # gateways' config bundles, so it may be unset here
+    dsn, mqtt_url = settings.database_url, settings.cloud_mqtt_url
+    if not dsn:
+        raise ValueError("database_url must be resolved first")
     await migrate(dsn)
     config = uvicorn.Config(
         # the broker URL that config bundles name (FUSEBOX_PUBLIC_MQTT_URL wins)

@@ -12,7 +12,7 @@
     fusebox sim meter ...                 a simulated smart meter
     fusebox sim charger ...               a simulated OCPP charge point with an EV
     fusebox demo                          everything on embedded defaults, live view
-    fusebox bench NAME                    benchmarks (pipeline, ocpp, planner)
+    fusebox bench NAME                    benchmarks (pipeline, ocpp, planner, api)
     fusebox tariffs generate --out DIR    the sample year of prices and carbon (CSV)
 
 Connection targets come from flags or the environment (``FUSEBOX_DATABASE_URL``,
@@ -546,6 +546,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from fusebox.bench_planner import run_planner_bench
 
         return run_planner_bench(args)
+    if args.name == "api":
+        from fusebox.bench_api import run_api_bench
+
+        return run_api_bench(args)
+    if args.duration is None:  # the api bench's default differs
+        args.duration = 60.0
     from fusebox.bench import run_bench
 
     return run_bench(args)
@@ -723,10 +729,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is JSON")
-    bench.add_argument("name", choices=["pipeline", "ocpp", "planner"])
+    bench.add_argument("name", choices=["pipeline", "ocpp", "planner", "api"])
     bench.add_argument("--readings", type=int, default=1_000_000, help="pipeline")
     bench.add_argument("--chargers", type=int, default=2000, help="ocpp")
-    bench.add_argument("--duration", type=float, default=60, help="ocpp: seconds")
+    bench.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="ocpp: seconds (60); api: seconds per phase (15)",
+    )
     bench.add_argument("--meter-interval", type=float, default=10, help="ocpp")
     bench.add_argument("--heartbeat-interval", type=float, default=60, help="ocpp")
     bench.add_argument("--state-dir", default="var/bench")
@@ -735,6 +746,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sites", type=int, default=30, help="planner")
     bench.add_argument(
         "--big-site-evs", type=int, default=1000, help="planner: EVs on the big site"
+    )
+    bench.add_argument(
+        "--clients", type=int, default=50, help="api: concurrent owner clients"
+    )
+    bench.add_argument(
+        "--database-url",
+        help="api: admin DSN (env FUSEBOX_DATABASE_URL; embedded if unset)",
     )
     bench.set_defaults(func=cmd_bench)
 

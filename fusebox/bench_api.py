@@ -1,0 +1,613 @@
+"""``fusebox bench api``: the owner's app under load, against the real API process.
+
+The API runs as its own process (``fusebox cloud api``, one uvicorn process, as
+deployed) on PostgreSQL: ``--database-url`` or ``FUSEBOX_DATABASE_URL`` (an admin
+DSN: the bench makes its own database there and drops it after), else embedded.
+N owners are seeded, each with a site, a charger with an EV charging (readings, a
+session, status), a site meter and a manual meter, a plan over priced slots and
+preferences. Then N concurrent clients (asyncio + httpx, one connection each):
+
+1. **baseline**: ``GET /healthz`` (no auth, one ``SELECT 1``) for ``--duration`` s,
+   the cost of HTTP, the framework and a pooled database round trip;
+2. **login**: each client logs in once (``POST /v1/auth/login``, scrypt);
+3. **reads**: the owner's dashboard, ``GET /v1/sites`` and
+   ``GET /v1/gateways/{gw}/live``, then ``GET /v1/gateways/{gw}/plan``, in a loop;
+4. **submissions**: ``POST /v1/gateways/{gw}/meters/{m}/readings`` with rising
+   register values and an idempotency key each; every tenth is a replay of the
+   previous one (answered 200, not stored twice).
+
+Figures are per HTTP request: ``rps``, ``p50_ms``, ``p99_ms``, ``errors`` (any
+answer other than the expected status, or no answer); ``*_vs_baseline`` is the
+throughput ratio against /healthz on the same server in the same run, so it shows
+what authentication and the database queries cost. The load generator shares the
+machine with the server and PostgreSQL. The last line printed is one JSON object;
+the exit code is 1 only if the run could not be made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+
+PASSWORD = "bench-password-1"
+CHARGER = "CP-1"
+SITE_METER = "main"
+MANUAL_METER = "manual"
+TARIFF = "bench-tariff"
+SLOT_S = 1800
+REPLAY_EVERY = 10
+
+
+def _log(msg: str) -> None:
+    print(f"[bench api] {msg}", file=sys.stderr, flush=True)
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+# ------------------------------------------------------------------- seeding
+
+
+async def _seed(dsn: str, owners: int) -> list[tuple[str, str]]:
+    """N owners with a site each; returns ``(email, gateway_id)`` per owner."""
+    from cloud.auth import hash_password
+    from cloud.db import migrate
+    from cloud.ingest import BatchStore
+    from protocols import contract
+
+    await migrate(dsn)
+    pw_hash = await asyncio.to_thread(hash_password, PASSWORD)
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    minute_ms = 60_000
+    start_ms = now_ms - now_ms % minute_ms - 30 * minute_ms
+    first_slot = int(now.timestamp()) // SLOT_S * SLOT_S - SLOT_S
+    conn = await asyncpg.connect(dsn)
+    try:
+        await BatchStore.init_connection(conn)
+        store = BatchStore()
+        await conn.execute("INSERT INTO tariffs (id) VALUES ($1)", TARIFF)
+        await conn.executemany(
+            "INSERT INTO tariff_slots VALUES ($1, $2, $3, $4)",
+            [
+                (
+                    TARIFF,
+                    datetime.fromtimestamp(first_slot + i * SLOT_S, UTC),
+                    10.0 + (i % 12) * 2.5,
+                    80.0 + (i % 7) * 20,
+                )
+                for i in range(50)
+            ],
+        )
+        out = []
+        for i in range(owners):
+            email = f"owner{i}@bench.example"
+            gw = f"bench-gw-{i:04d}"
+            owner_id = await conn.fetchval(
+                "INSERT INTO users (email, role, password_hash)"
+                " VALUES ($1, 'owner', $2) RETURNING id",
+                email,
+                pw_hash,
+            )
+            await store.update_status(
+                conn, contract.GatewayStatus(gw=gw, state="online", software="bench")
+            )
+            await conn.execute(
+                "INSERT INTO sites (gateway_id, owner_id, main_fuse_a, tariff_id)"
+                " VALUES ($1, $2, 60, $3)",
+                gw,
+                owner_id,
+                TARIFF,
+            )
+            await conn.execute(
+                "INSERT INTO site_chargers (gateway_id, charger_id, max_power_w)"
+                " VALUES ($1, $2, 7400)",
+                gw,
+                CHARGER,
+            )
+            await conn.executemany(
+                "INSERT INTO site_meters (gateway_id, meter_id, type, topic, role)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                [
+                    (gw, SITE_METER, "glow", f"glow/{gw}", "site"),
+                    (gw, MANUAL_METER, "manual", None, "other"),
+                ],
+            )
+            await conn.execute(
+                "INSERT INTO charging_preferences (gateway_id, charger_id, mode,"
+                " ready_by, target_energy_kwh) VALUES ($1, $2, 'smart', '07:30', 20)",
+                gw,
+                CHARGER,
+            )
+            await _seed_plan(conn, gw, first_slot, now)
+            await store.store(conn, _readings_batch(contract, gw, start_ms, now_ms))
+            out.append((email, gw))
+        return out
+    finally:
+        await conn.close()
+
+
+async def _seed_plan(
+    conn: asyncpg.Connection, gw: str, first_slot: int, now: datetime
+) -> None:
+    start_ms = (first_slot + SLOT_S) * 1000
+    lease = {
+        "slots_start_ms": start_ms,
+        "price_p_per_kwh": [10.0 + (i % 12) * 2.5 for i in range(48)],
+        "carbon_g_per_kwh": [80.0 + (i % 7) * 20 for i in range(48)],
+        "chargers": [
+            {
+                "charger_id": CHARGER,
+                "periods": [
+                    {
+                        "start_ms": start_ms + k * SLOT_S * 1000,
+                        "end_ms": start_ms + (k + 1) * SLOT_S * 1000,
+                        "limit_w": 7000,
+                    }
+                    for k in (2, 3, 4, 5, 10, 11)
+                ],
+            }
+        ],
+    }
+    await conn.execute(
+        "INSERT INTO plans (gateway_id, version, issued_at, valid_until, inputs_at,"
+        " reason, charger_ids, lease) VALUES ($1, 1, $2, $3, now(), 'plug_in',"
+        " $4, $5::jsonb)",
+        gw,
+        now,
+        now + timedelta(hours=24),
+        [CHARGER],
+        json.dumps(lease),
+    )
+
+
+def _readings_batch(contract: Any, gw: str, start_ms: int, now_ms: int) -> Any:
+    """30 minutes of a charging EV: site and charger power, the charger's register
+    and the EV's SoC each minute, the connector status and the session start."""
+    streams = [
+        (SITE_METER, "power_w"),
+        (CHARGER, "power_w"),
+        (CHARGER, "import_energy_wh"),
+        (CHARGER, "soc_pct"),
+        (CHARGER, "status"),
+        (CHARGER, "session_started"),
+    ]
+    readings = []
+    for m in range(30):
+        ts = start_ms + m * 60_000 + 5_000
+        readings.append((ts, 0, 7500.0))
+        readings.append((ts, 1, 7000.0))
+        readings.append((ts, 2, 1000.0 + m * 7000 / 60))
+        readings.append((ts, 3, 40.0 + m * 0.5))
+    events = [
+        (start_ms, 4, {"connector_id": 1, "status": "Charging"}),
+        (
+            start_ms,
+            5,
+            {
+                "charger_id": CHARGER,
+                "transaction_id": f"tx-{gw}",
+                "connector_id": 1,
+                "started_at": datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(),
+                "meter_start_wh": 1000.0,
+            },
+        ),
+    ]
+    rows = [(k + 1, ts, idx, v) for k, (ts, idx, v) in enumerate(readings)]
+    n = len(rows)
+    evs = [(n + k + 1, ts, idx, d) for k, (ts, idx, d) in enumerate(events)]
+    last = n + len(evs)
+    return contract.unpack_batch(
+        contract.pack(
+            contract.batch_dict(
+                gw=gw,
+                epoch=1,
+                first_seq=1,
+                last_seq=last,
+                sent_ms=now_ms,
+                streams=streams,
+                readings=rows,
+                events=evs,
+            )
+        )
+    )
+
+
+# ------------------------------------------------------------------ the load
+
+
+@dataclass
+class Stats:
+    """Latencies (s) of answered requests and the count of errors."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    by_endpoint: dict[str, list[float]] = field(default_factory=dict)
+    first_error: str | None = None
+
+    def add(self, endpoint: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.by_endpoint.setdefault(endpoint, []).append(seconds)
+
+    def fail(self, what: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = what
+
+
+def _pct(sorted_s: list[float], q: float) -> float:
+    if not sorted_s:
+        return 0.0
+    k = min(len(sorted_s) - 1, max(0, round(q * len(sorted_s) + 0.5) - 1))
+    return sorted_s[k] * 1000
+
+
+def _figures(stats: Stats, elapsed_s: float, cpu_s: float) -> dict[str, Any]:
+    lat = sorted(stats.latencies)
+    n = len(lat)
+    out: dict[str, Any] = {
+        "requests": n,
+        "rps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+        "p50_ms": round(_pct(lat, 0.50), 2),
+        "p99_ms": round(_pct(lat, 0.99), 2),
+        "max_ms": round(lat[-1] * 1000, 2) if lat else 0.0,
+        "errors": stats.errors,
+        "server_cpu_ms_per_request": round(cpu_s * 1000 / n, 3) if n else None,
+    }
+    if len(stats.by_endpoint) > 1:
+        out["by_endpoint"] = {
+            name: {
+                "requests": len(v),
+                "p50_ms": round(_pct(sorted(v), 0.50), 2),
+                "p99_ms": round(_pct(sorted(v), 0.99), 2),
+            }
+            for name, v in stats.by_endpoint.items()
+        }
+    if stats.first_error:
+        out["first_error"] = stats.first_error
+    return out
+
+
+async def _timed(
+    stats: Stats,
+    endpoint: str,
+    send: Callable[[], Awaitable[httpx.Response]],
+    expect: tuple[int, ...] = (200,),
+) -> httpx.Response | None:
+    t0 = time.perf_counter()
+    try:
+        r = await send()
+    except httpx.HTTPError as exc:
+        stats.fail(f"{endpoint}: {type(exc).__name__}: {exc}")
+        return None
+    dt = time.perf_counter() - t0
+    if r.status_code not in expect:
+        stats.fail(f"{endpoint}: {r.status_code} {r.text[:200]}")
+        return None
+    stats.add(endpoint, dt)
+    return r
+
+
+@dataclass
+class Client:
+    http: httpx.AsyncClient
+    email: str
+    gw: str
+    token: str | None = None
+    register_kwh: float = 5000.0
+    last_ts: datetime | None = None
+    submitted: int = 0
+    created: int = 0
+
+
+async def _phase(
+    label: str,
+    clients: list[Client],
+    duration_s: float,
+    loop_body: Callable[[Client, Stats], Awaitable[None]],
+    server: psutil.Process,
+) -> dict[str, Any]:
+    stats = Stats()
+    stop_at = time.perf_counter() + duration_s
+
+    async def run(c: Client) -> None:
+        while time.perf_counter() < stop_at:
+            await loop_body(c, stats)
+
+    me = psutil.Process()
+    cpu0 = sum(server.cpu_times()[:2])
+    load0 = sum(me.cpu_times()[:2])
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(c) for c in clients))
+    elapsed = time.perf_counter() - t0
+    cpu = sum(server.cpu_times()[:2]) - cpu0
+    fig = _figures(stats, elapsed, cpu)
+    n = fig["requests"]
+    # the clients share the machine: their CPU shows whether they were the limit
+    fig["client_cpu_ms_per_request"] = (
+        round((sum(me.cpu_times()[:2]) - load0) * 1000 / n, 3) if n else None
+    )
+    _log(
+        f"{label}: {fig['rps']:,.0f} requests/s, p50 {fig['p50_ms']:.1f} ms, "
+        f"p99 {fig['p99_ms']:.1f} ms, {fig['errors']} errors "
+        f"({fig['requests']:,} requests in {elapsed:.1f} s; CPU per request: "
+        f"server {fig['server_cpu_ms_per_request']} ms, "
+        f"clients {fig['client_cpu_ms_per_request']} ms)"
+    )
+    if stats.first_error:
+        _log(f"{label}: first error: {stats.first_error}")
+    return fig
+
+
+async def _baseline_once(c: Client, stats: Stats) -> None:
+    await _timed(stats, "healthz", lambda: c.http.get("/healthz"))
+
+
+async def _reads_once(c: Client, stats: Stats) -> None:
+    h = {"Authorization": f"Bearer {c.token}"}
+    await _timed(stats, "sites", lambda: c.http.get("/v1/sites", headers=h))
+    await _timed(
+        stats, "live", lambda: c.http.get(f"/v1/gateways/{c.gw}/live", headers=h)
+    )
+    await _timed(
+        stats, "plan", lambda: c.http.get(f"/v1/gateways/{c.gw}/plan", headers=h)
+    )
+
+
+async def _submit_once(c: Client, stats: Stats) -> None:
+    h = {"Authorization": f"Bearer {c.token}"}
+    path = f"/v1/gateways/{c.gw}/meters/{MANUAL_METER}/readings"
+    replay = c.submitted > 0 and c.submitted % REPLAY_EVERY == 0
+    if not replay:
+        ts = datetime.now(UTC)
+        if c.last_ts is not None and ts <= c.last_ts:
+            ts = c.last_ts + timedelta(milliseconds=1)
+        c.last_ts = ts
+        c.register_kwh += 0.001  # 1 Wh: plausible however fast the loop runs
+    assert c.last_ts is not None
+    body = {
+        "ts": c.last_ts.isoformat(),
+        "register_kwh": round(c.register_kwh, 3),
+        "idempotency_key": f"bench-{c.gw}-{int(c.last_ts.timestamp() * 1e6)}",
+    }
+    expect = (200,) if replay else (201,)
+    r = await _timed(
+        stats,
+        "replay" if replay else "submit",
+        lambda: c.http.post(path, headers=h, json=body),
+        expect,
+    )
+    c.submitted += 1
+    if r is not None and not replay:
+        c.created += 1
+
+
+async def _login(c: Client, stats: Stats) -> None:
+    r = await _timed(
+        stats,
+        "login",
+        lambda: c.http.post(
+            "/v1/auth/login", json={"email": c.email, "password": PASSWORD}
+        ),
+    )
+    if r is not None:
+        c.token = r.json()["access_token"]
+
+
+async def _drive(
+    base_url: str,
+    owners: list[tuple[str, str]],
+    duration_s: float,
+    server: psutil.Process,
+    dsn: str,
+) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [
+        Client(httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30), e, g)
+        for e, g in owners
+    ]
+    try:
+        # one request each first, so every phase starts with open connections
+        warm = Stats()
+        await asyncio.gather(*(_baseline_once(c, warm) for c in clients))
+        baseline = await _phase(
+            "baseline GET /healthz", clients, duration_s, _baseline_once, server
+        )
+        logins = Stats()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_login(c, logins) for c in clients))
+        login_fig = _figures(logins, time.perf_counter() - t0, 0.0)
+        login_fig.pop("server_cpu_ms_per_request")
+        _log(
+            f"login: {len(clients)} owners logged in, p50 {login_fig['p50_ms']:.0f} "
+            f"ms, p99 {login_fig['p99_ms']:.0f} ms, {logins.errors} errors"
+        )
+        ready = [c for c in clients if c.token]
+        if not ready:
+            raise SystemExit("[bench api] no client could log in")
+        reads = await _phase(
+            "reads (sites + live + plan)", ready, duration_s, _reads_once, server
+        )
+        reads["errors"] += logins.errors
+        submissions = await _phase(
+            "submissions (manual meter readings)",
+            ready,
+            duration_s,
+            _submit_once,
+            server,
+        )
+        created = sum(c.created for c in ready)
+        conn = await asyncpg.connect(dsn)
+        try:
+            stored = await conn.fetchval(
+                "SELECT count(*) FROM manual_readings WHERE meter_id = $1",
+                MANUAL_METER,
+            )
+        finally:
+            await conn.close()
+        submissions["created"] = created
+        submissions["stored"] = stored
+        if stored != created:
+            submissions["errors"] += abs(stored - created)
+            _log(f"submissions: {created} answered 201 but {stored} rows stored")
+        return {
+            "baseline": baseline,
+            "login": login_fig,
+            "reads": reads,
+            "submissions": submissions,
+        }
+    finally:
+        await asyncio.gather(*(c.http.aclose() for c in clients))
+
+
+# ---------------------------------------------------------------- the process
+
+
+def _start_api(dsn: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FUSEBOX_API_HOST": "127.0.0.1",
+        "FUSEBOX_API_PORT": str(port),
+        "FUSEBOX_DATABASE_URL": dsn,
+        # `fusebox cloud api` insists on a broker URL although the API only writes
+        # it into config bundles; the bench never asks for one
+        "FUSEBOX_CLOUD_MQTT_URL": os.environ.get(
+            "FUSEBOX_CLOUD_MQTT_URL", "mqtt://127.0.0.1:1883"
+        ),
+    }
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fusebox",
+                "--log-level",
+                "warning",
+                "cloud",
+                "api",
+                "--database-url",
+                dsn,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(
+                f"[bench api] the API exited ({proc.returncode}):\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("[bench api] the API did not answer /healthz within 60 s")
+
+
+async def _create_db(admin_dsn: str, name: str, *, drop: bool = False) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if drop:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        else:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def run_api_bench(args: argparse.Namespace) -> int:
+    from fusebox import embedded
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request
+    n = args.clients
+    duration = args.duration if args.duration is not None else 15.0
+    if n < 1 or duration <= 0:
+        print("fusebox bench api: --clients >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    stops: list[Callable[[], None]] = []
+    try:
+        admin = args.database_url or os.environ.get("FUSEBOX_DATABASE_URL")
+        where = "given"
+        if not admin:
+            shutil.rmtree(state / "api-pg", ignore_errors=True)
+            pg = embedded.start_embedded_postgres(state / "api-pg")
+            stops.append(pg.stop)
+            admin = pg.admin_dsn
+            where = "embedded"
+        dbname = f"fusebox_bench_api_{os.getpid()}_{secrets.token_hex(3)}"
+        asyncio.run(_create_db(admin, dbname))
+        stops.append(lambda: asyncio.run(_create_db(admin, dbname, drop=True)))
+        dsn = _with_database(admin, dbname)
+        _log(f"PostgreSQL ({where}): database {dbname}; seeding {n} owners ...")
+        t0 = time.perf_counter()
+        owners = asyncio.run(_seed(dsn, n))
+        _log(f"seeded in {time.perf_counter() - t0:.1f} s")
+        port = embedded.free_tcp_port()
+        base_url = f"http://127.0.0.1:{port}"
+        log_path = state / "api.log"
+        proc = _start_api(dsn, port, log_path)
+
+        def stop_api() -> None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        stops.append(stop_api)
+        _wait_ready(proc, base_url, log_path)
+        _log(
+            f"API (fusebox cloud api, pid {proc.pid}) at {base_url}; {n} clients, "
+            f"{duration:g} s per phase"
+        )
+        phases = asyncio.run(
+            _drive(base_url, owners, duration, psutil.Process(proc.pid), dsn)
+        )
+    finally:
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception as exc:  # cleanup must not hide the result
+                _log(f"cleanup: {exc}")
+    base_rps = phases["baseline"]["rps"] or 1.0
+    result = {
+        "bench": "api",
+        "clients": n,
+        "duration_s": duration,
+        "database": where,
+        **phases,
+        "reads_vs_baseline": round(phases["reads"]["rps"] / base_rps, 3),
+        "submissions_vs_baseline": round(phases["submissions"]["rps"] / base_rps, 3),
+    }
+    print(json.dumps(result))
+    return 0
