@@ -120,6 +120,7 @@ class _Applied:
 class _ChargerRuntime:
     applied: _Applied | None = None
     raise_since: datetime | None = None
+    raise_to_a: float = 0.0  # the smallest target seen since raise_since
     failsafe_on: int | None = None  # id() of the connection it was installed on
     busy: bool = False
     reported: tuple[str, float] | None = None
@@ -372,7 +373,12 @@ class Controller:
             planned_a, plan_state, detail = wanted[cid]
             cfg = self.chargers[cid]
             state_name: ScheduleState = guard_state or plan_state
-            limit_a = self._hysteresis(cid, limit_a, fuse_held, now)
+            held_a = self._hysteresis(cid, limit_a, fuse_held, now)
+            if held_a < limit_a - 0.1:
+                # still held down for the fuse while the headroom lasts raise_hold_s
+                # (else the next evaluation, seeing an unheld profile, raises at once)
+                fuse_held, state_name = True, "fuse_limited"
+            limit_a = held_a
             decision = ChargerDecision(
                 cid,
                 state_name,
@@ -612,9 +618,13 @@ class Controller:
             return target_a  # the plan raises it: no reason to wait
         if runtime.raise_since is None:
             runtime.raise_since = now
+            runtime.raise_to_a = target_a
+        # only the headroom that lasted the whole hold is given: a little headroom
+        # during a spike must not release the full target the moment it ends
+        runtime.raise_to_a = min(runtime.raise_to_a, target_a)
         if (now - runtime.raise_since).total_seconds() >= self.site.raise_hold_s:
             runtime.raise_since = None
-            return target_a
+            return runtime.raise_to_a
         return applied.limit_a
 
     # -- 3. applying ------------------------------------------------------------

@@ -49,6 +49,22 @@ the charger's uuid (2.0.1).
 
 SIGTERM and SIGINT end the run after saving the state; exit code 0.
 
+Time. With the real clock (the default) ``--speed`` scales the EV's energy only and
+``--meter-interval`` and scenario times are real seconds. With a simulated clock
+(``--clock sim:<ISO start>@<anchor>x<speed>`` or ``$FUSEBOX_CLOCK``,
+``protocols.clock``), shared with the edge and the meters of a scenario, the EV
+integrates simulated seconds (``--speed`` is ignored), every timestamp and every
+profile evaluation uses the clock, ``--meter-interval`` (and the CSMS's
+``MeterValueSampleInterval``) is simulated seconds, and a scenario's ``at`` is
+simulated seconds after the start, or an ISO time on the clock
+(``{"at": "2025-01-15T18:00:00Z", ...}``). Heartbeats and reconnect backoff stay in
+real seconds.
+
+``--power-file FILE`` keeps the total power the process's EVs draw now in FILE
+(JSON ``{"power_w": 7360.0, "ts": "...", "chargers": {"CP1": 7360.0}}``, replaced
+atomically on every change and at least every second), for ``fusebox sim meter
+--add-load-file FILE``: the site meter then sees the EVs.
+
 A transaction still open when the process ended (it is in the state file) is
 ended when the charger starts again with that state, as a charge point does after
 a reboot: StopTransaction (1.6) / TransactionEvent Ended (2.0.1, offline) with
@@ -70,8 +86,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -79,6 +95,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from protocols.backoff import Backoff
+from protocols.clock import Clock, clock_from_env
 from protocols.ocpp import (
     InstalledProfile,
     ProfileError,
@@ -152,6 +169,8 @@ class ScenarioAction:
     action: str
     connector: int = 1
     id_tag: str | None = None
+    at_time: datetime | None = None
+    """An absolute time (on the charger's clock) in place of ``at_s``."""
 
 
 def parse_scenario(document: object) -> tuple[ScenarioAction, ...]:
@@ -170,19 +189,33 @@ def parse_scenario(document: object) -> tuple[ScenarioAction, ...]:
                 f"scenario item {index}: action must be one of {sorted(ACTIONS)} "
                 f"(or authorize+start), got {item.get('action')!r}"
             )
+        at_time: datetime | None = None
         try:
-            at_s = float(item["at"])
+            if isinstance(item.get("at"), str):
+                at_time = datetime.fromisoformat(item["at"].replace("Z", "+00:00"))
+                if at_time.tzinfo is None:
+                    raise ValueError("naive time")
+                at_s = at_time.timestamp()
+            else:
+                at_s = float(item["at"])
             connector = int(item.get("connector", 1))
         except (KeyError, TypeError, ValueError):
             raise ValueError(
-                f"scenario item {index}: needs a number 'at' and an int 'connector'"
+                f"scenario item {index}: needs a number (seconds) or an ISO time "
+                "with a zone 'at' and an int 'connector'"
             ) from None
         id_tag = item.get("id_tag")
         actions.append(
             ScenarioAction(
-                at_s, name, connector, None if id_tag is None else str(id_tag)
+                at_s,
+                name,
+                connector,
+                None if id_tag is None else str(id_tag),
+                at_time,
             )
         )
+    if len({a.at_time is None for a in actions}) > 1:
+        raise ValueError("a scenario's 'at' are all seconds or all ISO times")
     return tuple(sorted(actions, key=lambda a: a.at_s))
 
 
@@ -206,6 +239,8 @@ class ChargerConfig:
     ledger_path: Path | None = None
     state_path: Path | None = None
     max_backoff_s: float = 15.0
+    clock: Clock = field(default_factory=Clock)
+    power_path: Path | None = None
 
     @property
     def endpoint(self) -> str:
@@ -273,6 +308,10 @@ class ChargerConfig:
             ledger_path=None if args.ledger is None else Path(args.ledger),
             state_path=None if args.state is None else Path(args.state),
             max_backoff_s=float(args.max_backoff),
+            clock=clock_from_env(getattr(args, "clock", None)),
+            power_path=None
+            if getattr(args, "power_file", None) is None
+            else Path(args.power_file),
         )
 
 
@@ -305,7 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="real seconds between meter values during a transaction (default 10)",
+        help="seconds between meter values during a transaction (default 10; "
+        "simulated seconds with a simulated --clock)",
     )
     parser.add_argument(
         "--heartbeat",
@@ -321,7 +361,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed",
         type=float,
         default=1.0,
-        help="simulated EV seconds per real second (default 1)",
+        help="simulated EV seconds per real second with the real clock (default 1)",
+    )
+    parser.add_argument(
+        "--clock",
+        default=None,
+        metavar="SPEC",
+        help="'real' or sim:<ISO start>@<real anchor>x<speed>, shared with the "
+        "other processes of a scenario (default: $FUSEBOX_CLOCK, else real)",
+    )
+    parser.add_argument(
+        "--power-file",
+        default=None,
+        metavar="FILE",
+        help="keep the total power drawn now in FILE (JSON, for fusebox sim meter "
+        "--add-load-file)",
     )
     parser.add_argument(
         "--ledger",
@@ -788,12 +842,13 @@ class ChargerSim:
         config: ChargerConfig,
         *,
         ledger: Ledger,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.version = config.version
         self.ledger = ledger
-        self.clock = clock
+        self.clock: Callable[[], datetime] = clock or config.clock.now
+        self.power_listener: Callable[[], None] | None = None
         self.state = StateStore(config.state_path)
         registers = self.state.data["energy_wh"]
         self.connectors = {
@@ -821,6 +876,29 @@ class ChargerSim:
         self._end_interrupted()
 
     # -- helpers
+
+    @property
+    def simulated(self) -> bool:
+        """True when the charger runs on a shared simulated clock."""
+        return self.config.clock.simulated
+
+    def clock_s(self) -> float:
+        """A rising count of the charger's seconds: simulated epoch seconds on a
+        simulated clock, else the monotonic clock."""
+        if self.simulated:
+            return self.config.clock.timestamp()
+        return time.monotonic()
+
+    def real_s(self, charger_s: float) -> float:
+        """Real seconds to sleep while ``charger_s`` of the charger's seconds pass."""
+        if self.simulated:
+            return self.config.clock.real_seconds(charger_s)
+        return max(0.0, charger_s)
+
+    @property
+    def ev_speed(self) -> float:
+        """EV seconds per real second."""
+        return self.config.clock.speed if self.simulated else self.config.speed
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` as a task (handlers never await calls to the CSMS)."""
@@ -935,7 +1013,10 @@ class ChargerSim:
             tx = self.connectors[target].tx if target in self.connectors else None
             if tx is None:
                 return "Rejected"
-            if profile.transaction_id != self._tx_key(tx):
+            known = self._tx_key(tx)
+            # a 1.6 id not recorded yet: the StartTransaction answer is in, but
+            # its awaiting task has not run (a real charger has the id by then)
+            if known is not None and profile.transaction_id != known:
                 return "Rejected"  # bound to another transaction (K01.FR.09)
         kept = []
         for item, installed in zip(
@@ -955,6 +1036,7 @@ class ChargerSim:
         self.state.data["profiles"] = kept
         self._installed = None
         self.state.save()
+        self._follow_profiles()
         log.info(
             "charger %s: profile %d (%s, level %d) installed on %d",
             self.config.charger_id,
@@ -994,6 +1076,7 @@ class ChargerSim:
             self.state.data["profiles"] = kept
             self._installed = None
             self.state.save()
+            self._follow_profiles()
         return removed > 0
 
     def _drop_tx_profiles(self, connector: Connector) -> None:
@@ -1320,7 +1403,7 @@ class ChargerSim:
             remote_start_id=remote_start_id,
         )
         connector.tx = tx
-        connector.next_meter_at = time.monotonic() + self.meter_interval_s
+        connector.next_meter_at = self.clock_s() + self.meter_interval_s
         # saved with the start message below: a restart ends it (see run)
         self.state.data["open_tx"][str(connector_id)] = {
             "ref": tx.ref,
@@ -1695,36 +1778,61 @@ class ChargerSim:
                 )
 
     def tick(self, dt_real_s: float) -> None:
-        """Advance every EV by ``dt_real_s * speed`` simulated seconds."""
+        """Advance every EV by ``dt_real_s * speed`` simulated seconds (the
+        clock's speed when it is simulated, else ``--speed``)."""
         now = self.clock()
-        mono = time.monotonic()
+        mono = self.clock_s()
         for connector in self.connectors.values():
             if connector.tx is None or connector.ev is None:
                 continue
             self._update_charging(connector, now)
             offered = connector.offered_w if connector.operative else 0.0
-            power_w, energy_wh = connector.ev.step(
-                dt_real_s * self.config.speed, offered
-            )
+            power_w, energy_wh = connector.ev.step(dt_real_s * self.ev_speed, offered)
             connector.power_w = power_w
             connector.energy_wh += energy_wh
             if mono >= connector.next_meter_at:
                 connector.next_meter_at = mono + self.meter_interval_s
                 self._queue_meter_values(connector, now)
+        if self.power_listener is not None:
+            self.power_listener()
+
+    def tick_interval_s(self) -> float:
+        """Real seconds between EV steps: a quarter of the meter interval, at most
+        0.5 s, and at most 10 simulated seconds on a simulated clock (the EV
+        follows a new limit that soon)."""
+        tick_s = min(0.5, self.real_s(self.meter_interval_s) / 4)
+        if self.simulated:
+            tick_s = min(tick_s, self.config.clock.real_seconds(10.0))
+        return max(0.01, tick_s)
+
+    def _follow_profiles(self) -> None:
+        """The EVs draw what a changed limit allows now, not at the next step (the
+        status it may change is reported after the step, behind the answer)."""
+        now = self.clock()
+        for connector in self.connectors.values():
+            if connector.tx is None or connector.ev is None:
+                continue
+            offered = self.offered_limit_w(connector, now) if connector.operative else 0
+            connector.power_w = connector.ev.power_for(offered)
+        if self.power_listener is not None:
+            self.power_listener()
 
     async def _simulate(self) -> None:
-        tick_s = min(0.5, self.meter_interval_s / 4)
         last = time.monotonic()
         while True:
-            await asyncio.sleep(tick_s)
+            await asyncio.sleep(self.tick_interval_s())
             mono = time.monotonic()
             self.tick(mono - last)
             last = mono
 
     async def _run_scenario(self) -> None:
-        started = time.monotonic()
+        started = self.clock_s()
         for step in self.config.scenario or ():
-            delay = started + step.at_s - time.monotonic()
+            if step.at_time is not None:
+                ahead_s = (step.at_time - self.clock()).total_seconds()
+            else:
+                ahead_s = started + step.at_s - self.clock_s()
+            delay = self.real_s(ahead_s)
             if delay > 0:
                 await asyncio.sleep(delay)
             if step.action == "plug":
@@ -1980,6 +2088,49 @@ class ChargerSim:
         return 0
 
 
+class PowerFile:
+    """``--power-file``: the total power the process's EVs draw now, as JSON,
+    replaced atomically when it changes and at least every ``every_s`` seconds."""
+
+    def __init__(
+        self, path: Path, sims: list[ChargerSim], *, every_s: float = 1.0
+    ) -> None:
+        self.path = path
+        self.sims = sims
+        self.every_s = every_s
+        self._last: dict[str, float] | None = None
+        self._written = 0.0
+        self._failed = False
+
+    def update(self) -> None:
+        chargers = {
+            sim.config.charger_id: round(
+                sum(c.power_w for c in sim.connectors.values()), 1
+            )
+            for sim in self.sims
+        }
+        mono = time.monotonic()
+        if chargers == self._last and mono - self._written < self.every_s:
+            return
+        document = {
+            "power_w": round(sum(chargers.values()), 1),
+            "ts": utc_text(self.sims[0].clock()),
+            "chargers": chargers,
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(document), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self._failed:
+                log.error("cannot write the power file %s: %s", self.path, exc)
+            self._failed = True
+            return
+        self._failed = False
+        self._last = chargers
+        self._written = mono
+
+
 def _sample_facts(sampled: list[dict[str, Any]]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for sample in sampled:
@@ -2039,6 +2190,11 @@ async def run(args: argparse.Namespace, *, stop: asyncio.Event | None = None) ->
             raise ValueError("--fleet must be >= 1")
         ledger = Ledger(base.ledger_path)
         sims = [ChargerSim(c, ledger=ledger) for c in _fleet_configs(base, fleet)]
+        if base.power_path is not None:
+            power_file = PowerFile(base.power_path, sims)
+            for sim in sims:
+                sim.power_listener = power_file.update
+            power_file.update()
     except (ValueError, OSError) as exc:
         log.error("charger simulator: %s", exc)
         return 2

@@ -20,6 +20,11 @@ The load is what a UK home looks like on a smart meter:
 Power is constant within each whole second and the import register is the exact
 integral of it: ``import_energy_wh(t2) - import_energy_wh(t1) == sum(power_w) / 3600``
 over the seconds in between (up to float rounding). A typical day is 7-11 kWh.
+
+Loads outside the model (an EV charger behind the same meter, a test's spike) are
+added with ``set_extra_w``: from that instant on they are part of the power the meter
+shows and are integrated into its import register like the household's own load.
+They never touch the random stream, so the household itself stays the same.
 """
 
 from __future__ import annotations
@@ -276,12 +281,32 @@ class HouseholdLoad:
         self._voltage_v = [NOMINAL_VOLTAGE_V] * phases
         self._phase_power_w = [0.0] * phases
         self._next_change_s = self._t_s
+        self._extra_w = [0.0] * phases
         self._apply_changes(initial=True)
 
     @property
     def now(self) -> datetime:
         """The current simulated instant."""
         return datetime.fromtimestamp(self._t_s, tz=UTC)
+
+    @property
+    def extra_w(self) -> float:
+        """The load added with ``set_extra_w`` (total over the phases)."""
+        return sum(self._extra_w)
+
+    def set_extra_w(self, watts: float, *, phase: int | None = None) -> None:
+        """From ``now`` on, add ``watts`` (>= 0) of load outside the model: on
+        ``phase`` (1-3), or spread evenly over the supply's phases. Replaces the
+        previous extra load; it stays until set again."""
+        if not math.isfinite(watts) or watts < 0:
+            raise ValueError(f"extra load must be a finite W >= 0, got {watts!r}")
+        if phase is None:
+            self._extra_w = [watts / self._phases] * self._phases
+        elif 1 <= phase <= self._phases:
+            self._extra_w = [0.0] * self._phases
+            self._extra_w[phase - 1] = watts
+        else:
+            raise ValueError(f"phase must be 1..{self._phases}, got {phase}")
 
     def advance_to(self, ts: datetime) -> MeterSample:
         """Run the household up to ``ts`` (truncated to the second) and return the
@@ -292,16 +317,25 @@ class HouseholdLoad:
         while self._t_s < target_s:
             until_s = min(self._next_change_s, target_s)
             elapsed_h = (until_s - self._t_s) / SECONDS_PER_HOUR
-            for phase, power_w in enumerate(self._phase_power_w):
+            powers = self._metered_power_w()
+            for phase, power_w in enumerate(powers):
                 self._phase_import_wh[phase] += power_w * elapsed_h
-            self._import_wh += sum(self._phase_power_w) * elapsed_h
+            self._import_wh += sum(powers) * elapsed_h
             self._t_s = until_s
             if self._t_s == self._next_change_s:
                 self._apply_changes(initial=False)
         return self.sample()
 
+    def _metered_power_w(self) -> list[float]:
+        """Per-phase power the meter sees: the household plus the extra load."""
+        return [
+            own + extra
+            for own, extra in zip(self._phase_power_w, self._extra_w, strict=True)
+        ]
+
     def sample(self) -> MeterSample:
         """The meter at ``now`` without moving time."""
+        metered = self._metered_power_w()
         phases = tuple(
             PhaseSample(
                 power_w=power_w,
@@ -310,7 +344,7 @@ class HouseholdLoad:
                 import_energy_wh=import_wh,
             )
             for power_w, voltage_v, import_wh in zip(
-                self._phase_power_w,
+                metered,
                 self._voltage_v,
                 self._phase_import_wh,
                 strict=True,
@@ -320,7 +354,7 @@ class HouseholdLoad:
             ts=self.now,
             import_energy_wh=self._import_wh,
             export_energy_wh=self._export_wh,
-            power_w=sum(self._phase_power_w),
+            power_w=sum(metered),
             frequency_hz=self._frequency_hz,
             phases=phases,
         )

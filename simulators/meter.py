@@ -29,6 +29,24 @@ skipped. A reading published but not yet ledgered when the process is killed
 resumed run (``--resume-ledger``) uses its timestamp again for a new reading.
 
 SIGTERM and SIGINT finish the in-flight publish, write its ledger line and exit 0.
+
+Time. With the real clock (the default) ``--interval`` is real seconds between
+publishes and each reading moves the household ``--step`` simulated seconds on from
+``--start``. With a simulated clock (``--clock sim:<ISO start>@<anchor>x<speed>`` or
+``$FUSEBOX_CLOCK``, ``protocols.clock``), shared with the edge and the chargers of a
+scenario, ``--interval`` is *simulated* seconds between readings (>= 1), each reading
+is stamped with the clock's time when it is published, and ``--start``/``--step``
+are refused (the clock says both). The household model runs from the clock's start,
+so a seed gives the same household in every run of a scenario. After an outage a
+simulated-clock meter carries on at the clock's time instead of replaying the
+missed readings.
+
+Loads behind the meter. ``--add-load-file FILE`` (repeatable) adds the power a
+charger simulator writes with ``--power-file`` (JSON ``{"power_w": 7360.0, ...}``)
+to the household; ``--spike-file FILE`` adds the ``add_w`` it holds (JSON
+``{"add_w": 8000}``) while the file exists. Both are read just before each reading,
+spread evenly over the meter's phases, shown in its power and integrated into its
+import register (held until the next reading). A missing file adds nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +64,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -55,6 +73,7 @@ from zoneinfo import ZoneInfo
 
 import aiomqtt
 
+from protocols.clock import Clock, clock_from_env
 from protocols.meters import (
     FieldMapping,
     GenericMapping,
@@ -523,6 +542,14 @@ class MeterSimConfig:
     max_backoff_s: float = 15.0
     publish_timeout_s: float = 10.0
     log_every_s: float = 10.0
+    clock: Clock = field(default_factory=Clock)
+    add_load_paths: tuple[Path, ...] = ()
+    spike_path: Path | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """True when readings follow the shared simulated clock."""
+        return self.clock.simulated
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MeterSimConfig:
@@ -540,6 +567,17 @@ class MeterSimConfig:
             )
         if args.interval < 0:
             raise ValueError("--interval must be >= 0 seconds")
+        clock = clock_from_env(getattr(args, "clock", None))
+        if clock.simulated:
+            if args.step is not None or args.start is not None:
+                raise ValueError(
+                    "--step and --start come from the clock when it is simulated "
+                    f"({clock.spec()}): give --interval in simulated seconds only"
+                )
+            if args.interval < 1:
+                raise ValueError(
+                    "--interval must be >= 1 simulated second with a simulated clock"
+                )
         step_s = args.interval if args.step is None else args.step
         if step_s < 1:
             raise ValueError(
@@ -583,6 +621,13 @@ class MeterSimConfig:
             max_backoff_s=float(args.max_backoff),
             publish_timeout_s=float(args.publish_timeout),
             log_every_s=float(args.log_every),
+            clock=clock,
+            add_load_paths=tuple(
+                Path(p) for p in getattr(args, "add_load_file", None) or ()
+            ),
+            spike_path=None
+            if getattr(args, "spike_file", None) is None
+            else Path(args.spike_file),
         )
 
 
@@ -606,7 +651,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="real seconds between publishes (default 10)",
+        help="real seconds between publishes (default 10); simulated seconds "
+        "between readings when --clock is simulated",
+    )
+    parser.add_argument(
+        "--clock",
+        default=None,
+        metavar="SPEC",
+        help="'real' or sim:<ISO start>@<real anchor>x<speed>, shared with the "
+        "other processes of a scenario (default: $FUSEBOX_CLOCK, else real)",
+    )
+    parser.add_argument(
+        "--add-load-file",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help='add the power in this JSON file ({"power_w": W}, e.g. a charger '
+        "simulator's --power-file) to the household; repeatable",
+    )
+    parser.add_argument(
+        "--spike-file",
+        default=None,
+        metavar="FILE",
+        help='while this file exists, add the W it holds ({"add_w": 8000})',
     )
     parser.add_argument(
         "--step",
@@ -861,7 +928,12 @@ class MeterSimulator:
                 "resuming %s after %s at %.0f Wh", config.device_id, origin, import_wh
             )
         else:
-            origin = config.start or datetime.now(UTC).replace(microsecond=0)
+            if config.simulated:
+                origin = datetime.fromtimestamp(
+                    math.ceil(config.clock.timestamp()), UTC
+                )
+            else:
+                origin = config.start or datetime.now(UTC).replace(microsecond=0)
             first_index = 0
             seeded = random.Random(config.seed)
             import_kwh = (
@@ -870,11 +942,22 @@ class MeterSimulator:
                 else seeded.uniform(5_000.0, 40_000.0)
             )
             import_wh, export_wh, phase_wh = import_kwh * 1000.0, 0.0, None
+        household_start = origin
+        clock_start = config.clock.start
+        if resume is None and clock_start is not None and clock_start <= origin:
+            # the household runs from the clock's start: the same seed gives the
+            # same household in every run of a scenario, whenever the meter starts
+            household_start = clock_start
         self._origin = origin
         self._first_index = first_index
+        # simulated clock: when the next reading is due (epoch seconds)
+        self._next_s = origin.timestamp() + (config.interval_s if resume else 0.0)
+        self._last_s: int | None = math.floor(origin.timestamp()) if resume else None
+        self._extra_w = 0.0
+        self._unreadable: set[Path] = set()
         self.household = HouseholdLoad(
             seed=config.seed,
-            start=origin,
+            start=household_start,
             import_energy_wh=import_wh,
             export_energy_wh=export_wh,
             phases=config.phases,
@@ -887,9 +970,78 @@ class MeterSimulator:
         offset_s = math.floor((n - 1 + self._first_index) * self.config.step_s)
         return self._origin + timedelta(seconds=offset_s)
 
+    def next_clock_time(self) -> datetime:
+        """Simulated clock: the instant of the next reading, ``interval`` after the
+        last one, or the clock's now (to the second) if that is more than an
+        interval behind it (an outage: carry on, no burst)."""
+        interval = self.config.interval_s
+        now_s = self.config.clock.timestamp()
+        due = self._next_s
+        if due < now_s - interval:
+            due = math.floor(now_s)
+        ts_s = math.floor(due)
+        if self._last_s is not None:
+            ts_s = max(ts_s, self._last_s + 1)
+        self._next_s = due + interval
+        self._last_s = ts_s
+        return datetime.fromtimestamp(ts_s, UTC)
+
+    def extra_load_w(self) -> float:
+        """The loads behind the meter from ``--add-load-file`` and ``--spike-file``
+        now (W)."""
+        total = 0.0
+        for path in self.config.add_load_paths:
+            total += self._read_watts(path, "power_w")
+        spike = self.config.spike_path
+        if spike is not None:
+            total += self._read_watts(spike, "add_w")
+        return total
+
+    def _read_watts(self, path: Path, key: str) -> float:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return 0.0
+        except (OSError, ValueError) as exc:
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                log.warning("load file %s unreadable (%s): adds nothing", path, exc)
+            return 0.0
+        value = document.get(key) if isinstance(document, dict) else None
+        try:
+            watts = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            watts = math.nan
+        if not math.isfinite(watts) or watts < 0:
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                log.warning("load file %s has no %s >= 0: adds nothing", path, key)
+            return 0.0
+        self._unreadable.discard(path)
+        return watts
+
     def prepare(self, n: int) -> tuple[MeterSample, str, bytes]:
         """Advance the household to reading ``n`` and encode it."""
-        sample = self.encoder.quantize(self.household.advance_to(self.sim_time(n)))
+        return self.prepare_at(self.sim_time(n))
+
+    def prepare_at(self, ts: datetime) -> tuple[MeterSample, str, bytes]:
+        """Advance the household to ``ts``, add the loads behind the meter as they
+        are now, and encode the reading."""
+        self.household.advance_to(ts)
+        if self.config.add_load_paths or self.config.spike_path is not None:
+            extra_w = self.extra_load_w()
+            if (extra_w > 0) != (self._extra_w > 0) or abs(
+                extra_w - self._extra_w
+            ) > 1000:
+                log.info(
+                    "meter %s: load behind the meter %.0f W (was %.0f W)",
+                    self.config.device_id,
+                    extra_w,
+                    self._extra_w,
+                )
+            self._extra_w = extra_w
+            self.household.set_extra_w(extra_w)
+        sample = self.encoder.quantize(self.household.sample())
         topic, payload = self.encoder.encode(sample)
         return sample, topic, payload
 
@@ -922,9 +1074,17 @@ class MeterSimulator:
             if config.ledger_path is not None:
                 ledger = config.ledger_path.open("a", encoding="utf-8")
             while not stop.is_set() and (config.count is None or n <= config.count):
-                sample, topic, payload = self.prepare(n)
-                if await _wait(stop, next_due - loop.time()):
-                    break
+                if config.simulated:
+                    ts = self.next_clock_time()
+                    ahead_s = (ts - config.clock.now()).total_seconds()
+                    if await _wait(stop, config.clock.real_seconds(ahead_s)):
+                        break
+                else:
+                    if await _wait(stop, next_due - loop.time()):
+                        break
+                    ts = self.sim_time(n)
+                # read the loads behind the meter at the moment of the reading
+                sample, topic, payload = self.prepare_at(ts)
                 if not await publisher.publish(topic, payload):
                     break
                 if ledger is not None:

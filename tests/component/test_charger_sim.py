@@ -880,3 +880,122 @@ async def test_open_transaction_is_ended_after_a_restart(
     assert ledger[-1]["kind"] == "stop" and ledger[-1]["reason"] == reason
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["open_tx"] == {} and state["queue"] == []
+
+
+# --- the shared simulated clock ------------------------------------------------------
+
+SIM_START = datetime(2025, 1, 15, 17, 55, tzinfo=UTC)
+SIM_SPEED = 600.0
+
+
+def _sim_clock_spec(lead_s: float = 0.5) -> str:
+    """Simulated 17:55Z ``lead_s`` real seconds from now, 600 times faster."""
+    from protocols.clock import sim_spec
+
+    anchor = datetime.now(UTC).timestamp() + lead_s
+    return sim_spec(SIM_START, anchor=anchor, speed=SIM_SPEED)
+
+
+def _meter_time(received: Received) -> datetime:
+    return datetime.fromisoformat(
+        received.payload["meter_value"][0]["timestamp"].replace("Z", "+00:00")
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_on_a_simulated_clock(version: str, tmp_path: Path) -> None:
+    """``--clock sim:...``: scenario times are on the clock (ISO), the EV integrates
+    simulated seconds (``--speed`` is ignored), meter values come every
+    ``--meter-interval`` simulated seconds stamped with the clock, a profile's
+    periods are evaluated on the clock, and ``--power-file`` follows the EV."""
+    csms = FakeCsms()
+    scenario = tmp_path / "night.json"
+    scenario.write_text(
+        json.dumps(
+            [
+                {"at": "2025-01-15T18:00:00Z", "action": "plug"},
+                {"at": "2025-01-15T18:00:30Z", "action": "start", "id_tag": "T1"},
+                {"at": "2025-01-15T18:30:00Z", "action": "stop"},
+                {"at": "2025-01-15T18:30:30Z", "action": "unplug"},
+            ]
+        )
+    )
+    power_file = tmp_path / "power.json"
+    powers: list[float] = []
+    async with csms.running():
+        args = sim_args(csms, version, tmp_path, "--scenario", str(scenario))
+        args.meter_interval = 60.0  # simulated seconds
+        args.clock = _sim_clock_spec()
+        args.power_file = str(power_file)
+        run = asyncio.create_task(charger.run(args))
+        # a TxDefaultProfile in simulated time: 11 kW, then 6.9 kW from 18:15Z
+        await eventually(
+            lambda: "BootNotification" in csms.actions(), timeout(10), "boot"
+        )
+        profile = {
+            "charging_profile_id": 7,
+            "stack_level": 0,
+            "charging_profile_purpose": "TxDefaultProfile",
+            "charging_profile_kind": "Absolute",
+        }
+        periods = [
+            {"start_period": 0, "limit": 11000.0},
+            {"start_period": 1200, "limit": 6900.0},
+        ]
+        if version == "1.6":
+            request: Any = call16.SetChargingProfile(
+                connector_id=0,
+                cs_charging_profiles={
+                    **profile,
+                    "charging_schedule": {
+                        "start_schedule": "2025-01-15T17:55:00Z",
+                        "charging_rate_unit": "W",
+                        "charging_schedule_period": periods,
+                    },
+                },
+            )
+        else:
+            request = call201.SetChargingProfile(
+                evse_id=0,
+                charging_profile={
+                    "id": 7,
+                    "stack_level": 0,
+                    "charging_profile_purpose": "TxDefaultProfile",
+                    "charging_profile_kind": "Absolute",
+                    "charging_schedule": [
+                        {
+                            "id": 1,
+                            "start_schedule": "2025-01-15T17:55:00Z",
+                            "charging_rate_unit": "W",
+                            "charging_schedule_period": periods,
+                        }
+                    ],
+                },
+            )
+        assert (await csms.call("CP1", request)).status == "Accepted"
+        while not run.done():
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                powers.append(json.loads(power_file.read_text())["power_w"])
+            await asyncio.sleep(0.02)
+        assert await asyncio.wait_for(run, timeout(20)) == 0
+    start, stop = start_stop(csms, version)
+    meter_start, meter_stop = meter_start_stop(version, start, stop)
+    meters = [r for r in csms.tx_messages() if is_meter(r) and r is not start]
+    meters = [r for r in meters if r is not stop and power_of(r) > 0]
+    times = [_meter_time(r) for r in meters]
+    assert times and times == sorted(times)
+    assert datetime(2025, 1, 15, 18, 0, 30, tzinfo=UTC) <= times[0]
+    assert times[-1] <= datetime(2025, 1, 15, 18, 30, 30, tzinfo=UTC)
+    # every simulated minute (the clock runs 10 simulated minutes a real second)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    assert 20 <= len(meters) <= 32, times
+    assert all(40 <= gap <= 100 for gap in gaps if gap > 1), gaps
+    early = [power_of(r) for r, t in zip(meters, times, strict=True) if t.minute < 14]
+    late = [power_of(r) for r, t in zip(meters, times, strict=True) if t.minute >= 16]
+    assert early and all(p == pytest.approx(11_000, abs=1) for p in early)
+    assert late and all(p == pytest.approx(6_900, abs=1) for p in late)
+    # 14.5 min at 11 kW + 15 min at 6.9 kW = 4.4 kWh (--speed 60 would be 1/10)
+    assert meter_stop - meter_start == pytest.approx(4_383, rel=0.06)
+    assert max(powers) == pytest.approx(11_000, abs=1)
+    assert 6_900 in powers
+    assert json.loads(power_file.read_text())["power_w"] == 0.0

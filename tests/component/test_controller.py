@@ -143,7 +143,7 @@ class SiteMeter:
 
 @asynccontextmanager
 async def rig(
-    tmp_path: Path, procs: Procs, version: str
+    tmp_path: Path, procs: Procs, version: str, via: Any = None
 ) -> AsyncIterator[tuple[OcppServer, Controller, SiteMeter, list[tuple[str, Any]]]]:
     config = edge_config(tmp_path)
     outbox = Outbox.open(config.outbox.path)
@@ -170,13 +170,17 @@ async def rig(
             ]
         )
     )
+    url = f"ws://127.0.0.1:{server.port}/ocpp"
+    if via is not None:  # a TCP proxy between the charger and the edge
+        proxy = via(url)
+        url = proxy.url_for(url)
     procs.start(
         [
             "fusebox",
             "sim",
             "charger",
             "--url",
-            f"ws://127.0.0.1:{server.port}/ocpp",
+            url,
             "--id",
             "CP1",
             "--password",
@@ -374,3 +378,51 @@ async def test_older_or_foreign_leases_are_ignored_and_the_lease_survives_restar
         assert again.lease is not None and again.lease.version == 5
     finally:
         await outbox.close()
+
+
+async def test_profiles_are_reapplied_after_the_charger_reconnects(
+    tmp_path: Path, procs: Procs, tcp_proxy_factory: Any
+) -> None:
+    proxies: list[Any] = []
+
+    def via(url: str) -> Any:
+        proxy = tcp_proxy_factory(url)
+        proxies.append(proxy)
+        return proxy
+
+    async with rig(tmp_path, procs, "1.6", via) as (server, controller, _meter, _):
+        assert controller.accept_lease(lease_for(3680.0))  # 16 A
+
+        def applied_on(state: Any) -> bool:
+            applied = controller._runtime["CP1"].applied
+            return bool(
+                applied is not None
+                and applied.connection == id(state)
+                and applied.limit_a == pytest.approx(16.0)
+            )
+
+        await eventually(
+            lambda: "CP1" in server.chargers and applied_on(server.chargers["CP1"]),
+            timeout_s=timeout(15),
+            message="16 A applied on the first connection",
+        )
+        first = server.chargers["CP1"]
+        (proxy,) = proxies
+        proxy.pause()
+        await eventually(
+            lambda: not first.connected, timeout_s=timeout(10), message="link cut"
+        )
+        proxy.resume()
+
+        def reconnected() -> bool:
+            state = server.chargers["CP1"]
+            return state is not first and state.connected
+
+        await eventually(reconnected, timeout_s=timeout(20), message="reconnected")
+        second = server.chargers["CP1"]
+        assert second.transactions == first.transactions  # the same session
+        await eventually(
+            lambda: applied_on(second),
+            timeout_s=timeout(10),
+            message="the profile sent again on the new connection",
+        )

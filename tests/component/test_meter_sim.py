@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import getpass
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -570,3 +571,96 @@ async def test_unwritable_ledger_exits_1(tmp_path: Path) -> None:
         str(tmp_path / "no/such.jsonl"),
     ]
     assert await meter.run(parse(argv)) == 1
+
+
+# --- the shared simulated clock and loads behind the meter ----------------------------
+
+
+def _sim_clock(speed: float = 600.0, lead_s: float = 0.3) -> str:
+    from protocols.clock import sim_spec
+
+    start = datetime.fromisoformat("2025-01-15T17:55:00+00:00")
+    return sim_spec(start, anchor=time.time() + lead_s, speed=speed)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--clock", "sim:2025-01-15T17:55:00Z@1x600", "--step", "10"],
+        ["--clock", "sim:2025-01-15T17:55:00Z@1x600", "--start", START],
+        ["--clock", "sim:2025-01-15T17:55:00Z@1x600", "--interval", "0.5"],
+        ["--clock", "sim:yesterday@1x600"],
+    ],
+)
+async def test_bad_clock_flags_exit_2(argv: list[str]) -> None:
+    assert await meter.run(parse(argv)) == 2
+
+
+async def test_simulated_clock_and_loads_behind_the_meter(
+    private_broker: Callable[..., PrivateMosquitto], tmp_path: Path
+) -> None:
+    """``--clock sim:...``: a reading every ``--interval`` simulated seconds stamped
+    with the clock; ``--add-load-file`` (a charger's power file) and, while it
+    exists, ``--spike-file`` are added to the household's power and register."""
+    broker = private_broker()
+    ledger_path = tmp_path / "ledger.jsonl"
+    ev_file = tmp_path / "ev-power.json"
+    ev_file.write_text(json.dumps({"power_w": 7000.0, "ts": "x"}))
+    spike = tmp_path / "spike.json"
+    spike.write_text(json.dumps({"add_w": 8000}))
+    clock = _sim_clock(lead_s=-0.1)
+    argv = [
+        *("--broker", broker.url, "--ledger", str(ledger_path), "--seed", "42"),
+        *("--device", "site", "--interval", "60", "--count", "40"),
+        *("--clock", clock, "--add-load-file", str(ev_file)),
+        *("--spike-file", str(spike), "--initial-import-kwh", "1000"),
+    ]
+    stop = asyncio.Event()
+    task = asyncio.create_task(meter.run(parse(argv), stop=stop))
+    try:
+        await wait_for(lambda: ledger_lines(ledger_path) >= 5, 10 * UNIT_S, "5")
+        spike.unlink()
+        await wait_for(lambda: ledger_lines(ledger_path) >= 15, 10 * UNIT_S, "15")
+        ev_file.write_text(json.dumps({"power_w": 0.0}))
+        assert await asyncio.wait_for(task, 20 * UNIT_S) == 0
+    finally:
+        stop.set()
+    real_end = time.time()
+    ledger = list(read_ledger(ledger_path))
+    assert len(ledger) == 40
+    from protocols.clock import Clock
+    from simulators.household import HouseholdLoad
+
+    sim_now = Clock.parse(clock).now()
+    first = ledger[0].ts
+    # stamped on the clock: 17:55 when the run started, a minute apart
+    assert first.isoformat().startswith("2025-01-15T17:5")
+    assert [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(ledger)] == [
+        60.0
+    ] * 39
+    assert ledger[-1].ts <= sim_now
+    assert time.time() - real_end < 5
+    # the household runs from the clock's start, whenever the meter started
+    house = HouseholdLoad(
+        seed=42, start=Clock.parse(clock).start or first, import_energy_wh=1_000_000.0
+    )
+    house_first_wh = house.advance_to(first).import_energy_wh
+    assert house.sample().import_energy_wh == pytest.approx(
+        ledger[0].import_energy_wh, abs=1
+    )
+    extras = []
+    for entry in ledger:
+        house_w = house.advance_to(entry.ts).power_w
+        extras.append(round(entry.power_w - house_w, -2))
+    # spike + EV, then the EV, then nothing; each change seen at the next reading
+    assert extras[0] == 15_000
+    assert extras[-1] == 0
+    assert extras == sorted(extras, reverse=True)
+    assert set(extras) == {15_000, 7_000, 0}
+    assert extras.count(7_000) >= 5
+    # the register integrates the load behind the meter too
+    extra_wh = (ledger[-1].import_energy_wh - ledger[0].import_energy_wh) - (
+        house.sample().import_energy_wh - house_first_wh
+    )
+    expected_wh = sum(w * 60 / 3600 for w in extras[:-1])
+    assert extra_wh == pytest.approx(expected_wh, abs=30)

@@ -26,6 +26,9 @@ from tests.harness.procs import Proc, Procs
 from tests.harness.timing import eventually, timeout
 
 GATEWAY = "gw-e2e"
+_DATA = Path(__file__).resolve().parents[2] / "fusebox" / "data"
+SAMPLE_PRICES = _DATA / "sample_prices_2025.csv"
+SAMPLE_CARBON = _DATA / "sample_carbon_2025.csv"
 
 
 @dataclass
@@ -191,6 +194,116 @@ listen = "127.0.0.1:{self.metrics_port}"
             assert m.proc is not None
             code = await m.proc.wait_async(timeout_s=timeout_s)
             assert code == 0, f"meter {m.device} exited {code}:\n{m.proc.log_tail(20)}"
+
+    # ------------------------------------------- smart charging on a shared clock
+
+    def scheduler(
+        self,
+        *,
+        clock: str,
+        name: str = "scheduler",
+        env: dict[str, str] | None = None,
+    ) -> Proc:
+        """``fusebox cloud scheduler`` on ``clock`` (a ``protocols.clock`` spec);
+        ``env`` adds ``FUSEBOX_SCHEDULER_*`` settings."""
+        return self.procs.start(
+            [
+                "fusebox",
+                "cloud",
+                "scheduler",
+                "--database-url",
+                self.dsn,
+                "--mqtt-url",
+                self.cloud.url,
+                "--clock",
+                clock,
+            ],
+            name=name,
+            env=env,
+        )
+
+    def load_prices(
+        self,
+        *,
+        tariff: str = "default",
+        csv: Path = SAMPLE_PRICES,
+        carbon_csv: Path | None = SAMPLE_CARBON,
+    ) -> None:
+        """``fusebox cloud prices load`` (the sample year by default), to the end."""
+        argv = [
+            "fusebox",
+            "cloud",
+            "prices",
+            "load",
+            "--tariff",
+            tariff,
+            "--csv",
+            str(csv),
+            "--database-url",
+            self.dsn,
+        ]
+        if carbon_csv is not None:
+            argv += ["--carbon-csv", str(carbon_csv)]
+        proc = self.procs.start(argv, name=f"prices-{tariff}")
+        code = proc.wait(timeout_s=timeout(60))
+        assert code == 0, f"prices load exited {code}:\n{proc.log_tail(20)}"
+
+    def edge_on(
+        self,
+        *,
+        clock: str,
+        cloud_url: str | None = None,
+        name: str = "edge",
+    ) -> Proc:
+        """The edge on ``clock``; ``cloud_url`` replaces the cloud broker's URL (a
+        ``TcpProxy``'s, to cut the link)."""
+        if not self.edge_config.exists():
+            self.write_edge_config()
+        env = {"FUSEBOX_CLOCK": clock}
+        if cloud_url is not None:
+            env["FUSEBOX_CLOUD_MQTT_URL"] = cloud_url
+        return self.procs.start(
+            ["fusebox", "edge", "run", "--config", str(self.edge_config)],
+            name=name,
+            env=env,
+        )
+
+    def start_clock_meter(
+        self,
+        device: str,
+        *,
+        clock: str,
+        interval_s: float = 60.0,
+        extra: list[str] | None = None,
+    ) -> Proc:
+        """A meter on the simulated ``clock``: a reading every ``interval_s``
+        simulated seconds, with its ledger; ``extra`` flags such as
+        ``--add-load-file``."""
+        m = self.meters[device]
+        argv = [
+            "fusebox",
+            "sim",
+            "meter",
+            "--broker",
+            self.site.url,
+            "--format",
+            m.format,
+            "--device",
+            device,
+            "--clock",
+            clock,
+            "--interval",
+            str(interval_s),
+            "--ledger",
+            str(m.ledger),
+            "--max-backoff",
+            "1",
+            "--log-every",
+            "5",
+            *(extra or []),
+        ]
+        m.proc = self.procs.start(argv, name=f"meter-{device}")
+        return m.proc
 
     # ------------------------------------------------------------------ observing
 

@@ -145,3 +145,37 @@ def test_bad_settings_are_refused() -> None:
         HouseholdLoad(seed=1, start=START, import_energy_wh=-1.0)
     with pytest.raises(ValueError, match="3 values"):
         HouseholdLoad(seed=1, start=START, phases=3, phase_import_energy_wh=(1.0,))
+
+
+def test_an_extra_load_is_metered_and_integrated_without_changing_the_house() -> None:
+    plain = HouseholdLoad(seed=5, start=START)
+    with_ev = HouseholdLoad(seed=5, start=START)
+    plain.advance_to(START + timedelta(minutes=10))
+    with_ev.advance_to(START + timedelta(minutes=10))
+    with_ev.set_extra_w(7_000.0)
+    assert with_ev.extra_w == 7_000.0
+    assert with_ev.sample().power_w == pytest.approx(plain.sample().power_w + 7_000)
+    a = plain.advance_to(START + timedelta(minutes=40))
+    b = with_ev.advance_to(START + timedelta(minutes=40))
+    # the house underneath is the same; half an hour of 7 kW is 3.5 kWh more
+    assert b.power_w == pytest.approx(a.power_w + 7_000)
+    assert b.import_energy_wh - a.import_energy_wh == pytest.approx(3_500, rel=1e-9)
+    with_ev.set_extra_w(0.0)
+    assert with_ev.sample().power_w == pytest.approx(plain.sample().power_w)
+
+
+def test_an_extra_load_on_one_phase_of_three() -> None:
+    household = HouseholdLoad(seed=5, start=START, phases=3)
+    before = household.sample()
+    household.set_extra_w(3_000.0, phase=2)
+    after = household.sample()
+    assert after.phases[1].power_w == pytest.approx(before.phases[1].power_w + 3_000)
+    assert after.phases[0].power_w == before.phases[0].power_w
+    household.set_extra_w(3_000.0)  # spread evenly
+    spread = household.sample()
+    for old, new in zip(before.phases, spread.phases, strict=True):
+        assert new.power_w == pytest.approx(old.power_w + 1_000)
+    with pytest.raises(ValueError):
+        household.set_extra_w(-1.0)
+    with pytest.raises(ValueError):
+        household.set_extra_w(1.0, phase=4)
