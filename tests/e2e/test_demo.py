@@ -74,4 +74,8 @@ def test_demo_shows_readings_and_sessions_within_30s(
     # the web app's owner account (credentials printed) sees the live chargers
     assert "web app: http://127.0.0.1:" in result.stdout
     assert summary["owner_sees_chargers"] == sorted(chargers), summary
+    # the demo runs on a simulated evening: the clock is shown, and the edge's
+    # controller reports what each charger is given
+    assert "simulated " in result.stdout
+    assert "controller     cp-demo-16:" in result.stdout
     assert "stopped cleanly." in result.stdout
