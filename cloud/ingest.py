@@ -39,6 +39,7 @@ import asyncpg
 import msgpack
 
 from cloud.db import Partitions
+from cloud.mqtt import cloud_client
 from protocols import contract
 from protocols.backoff import Backoff
 from protocols.events import (
@@ -375,17 +376,8 @@ class IngestWorker:
             while True:
                 m = self.mqtt
                 try:
-                    async with aiomqtt.Client(
-                        m.host,
-                        m.port,
-                        username=m.username,
-                        password=m.password,
-                        identifier=self.client_id,
-                        clean_session=True,
-                        tls_params=aiomqtt.TLSParameters() if m.tls else None,
-                        keepalive=30,
-                        max_inflight_messages=100,
-                        timeout=10,
+                    async with cloud_client(
+                        m, self.client_id, max_inflight_messages=100
                     ) as client:
                         for f in filters:
                             await client.subscribe(f, qos=1)

@@ -58,6 +58,7 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud.mqtt import cloud_client
 from protocols import contract
 from protocols.backoff import Backoff
 from protocols.clock import Clock
@@ -499,17 +500,7 @@ class Scheduler:
             while True:
                 m = self.mqtt
                 try:
-                    async with aiomqtt.Client(
-                        m.host,
-                        m.port,
-                        username=m.username,
-                        password=m.password,
-                        identifier=self.client_id,
-                        clean_session=True,
-                        tls_params=aiomqtt.TLSParameters() if m.tls else None,
-                        keepalive=30,
-                        timeout=10,
-                    ) as client:
+                    async with cloud_client(m, self.client_id) as client:
                         await client.subscribe(STATUS_FILTER, qos=1)
                         await client.subscribe(RESULT_FILTER, qos=1)
                         log.info(
