@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cloud.auth import ApiSettings
 from cloud.db import migrate
 from cloud.ingest import BatchStore
 from protocols import contract
+from tests.harness.procs import free_port
 from tests.harness.timing import eventually, timeout
 
 playwright_api = pytest.importorskip(
@@ -66,13 +66,6 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -45,6 +45,7 @@ from simulators.meter import (
     read_ledger,
     sim_base_topic,
 )
+from tests.harness.procs import free_port
 
 UNIT_S = float(os.environ.get("FUSEBOX_TEST_TIME_UNIT", "1"))
 START = "2024-01-15T16:00:00+00:00"
@@ -57,12 +58,6 @@ pytestmark = pytest.mark.skipif(
 # --- a private broker -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class PrivateMosquitto:
     """A Mosquitto of this test's own on a free port; ``restart`` keeps the port.
 
@@ -71,7 +66,7 @@ class PrivateMosquitto:
     """
 
     def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.workdir = workdir
         self.config = workdir / "mosquitto.conf"

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,13 +8,7 @@ import pytest
 from cloud.db import migrate
 from tests.e2e.stack import Stack
 from tests.harness.mosquitto import MosquittoServer
-from tests.harness.procs import Procs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.harness.procs import Procs, free_port
 
 
 @pytest.fixture
@@ -35,5 +28,5 @@ async def stack(
         cloud=mosquitto2,
         dsn=pg_dsn,
         work=tmp_path,
-        metrics_port=_free_port(),
+        metrics_port=free_port(),
     )

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -397,3 +399,10 @@ listen = "127.0.0.1:{self.metrics_port}"
         await asyncio.sleep(timeout(1))
         rec = await self.reconcile()
         return rec
+
+
+def read_charger_ledger(path: Path) -> list[dict[str, Any]]:
+    """A charger simulator's JSON-lines ledger (empty until it writes one)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

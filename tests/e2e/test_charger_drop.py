@@ -38,8 +38,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.stack import GATEWAY, Stack
-from tests.harness.procs import PauseMode, ProxyFactory
+from tests.e2e.stack import GATEWAY, Stack, read_charger_ledger
+from tests.harness.procs import PauseMode, ProxyFactory, free_port
 from tests.harness.timing import eventually, timeout
 
 pytestmark = pytest.mark.e2e
@@ -54,18 +54,6 @@ SCENARIO = [
     {"at": 18, "action": "stop", "connector": 1},
     {"at": 19, "action": "unplug", "connector": 1},
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ledger(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def _queued(state: Path) -> list[dict[str, Any]]:
@@ -100,7 +88,7 @@ async def _fetch(stack: Stack, query: str, *args: object) -> list[asyncpg.Record
 async def test_queued_messages_arrive_in_order_after_a_drop(
     stack: Stack, tcp_proxy_factory: ProxyFactory, version: str, mode: PauseMode
 ) -> None:
-    port = _free_port()
+    port = free_port()
     stack.write_edge_config()
     ocpp = (
         f'[ocpp]\nport = {port}\nid_tags = ["{TAG}"]\n\n'
@@ -150,7 +138,7 @@ async def test_queued_messages_arrive_in_order_after_a_drop(
     )
 
     def metered_online() -> bool:
-        lines = _ledger(ledger)
+        lines = read_charger_ledger(ledger)
         return sum(1 for x in lines if x["kind"] == "meter" and not x["offline"]) >= 2
 
     await eventually(metered_online, timeout_s=timeout(40), message="meter values")
@@ -165,7 +153,7 @@ async def test_queued_messages_arrive_in_order_after_a_drop(
         timeout_s=timeout(30),
         message="the charger saw the drop",
     )
-    acked_before = len(_ledger(ledger))
+    acked_before = len(read_charger_ledger(ledger))
 
     def stop_queued() -> bool:
         offline = [e["kind"] for e in _queued(state) if e["offline"]]
@@ -176,13 +164,15 @@ async def test_queued_messages_arrive_in_order_after_a_drop(
     )
     queued = _queued(state)
     await asyncio.sleep(max(0.0, OUTAGE_MIN_S - (time.monotonic() - paused_at)))
-    assert len(_ledger(ledger)) == acked_before, "answered while the proxy was down"
+    assert len(read_charger_ledger(ledger)) == acked_before, (
+        "answered while the proxy was down"
+    )
     proxy.resume()
 
     code = await sim.wait_async(timeout_s=timeout(90))
     assert code == 0, sim.log_tail(30)
     assert edge.is_running
-    lines = _ledger(ledger)
+    lines = read_charger_ledger(ledger)
 
     # --- the outage was real: everything queued was delivered afterwards
     if mode == "refuse":

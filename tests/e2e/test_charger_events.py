@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 
 import asyncpg
 import pytest
 import websockets
 
 from tests.e2e.stack import GATEWAY, Stack
+from tests.harness.procs import free_port
 from tests.harness.timing import eventually, timeout
 
 pytestmark = pytest.mark.e2e
 
 PASSWORD = "correct-horse-battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _auth(cp: str) -> dict[str, str]:
@@ -46,7 +40,7 @@ async def _call(
 async def test_charger_boot_and_status_reach_the_cloud(
     stack: Stack, version: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     stack.write_edge_config()
     ocpp = (
         f'[ocpp]\nport = {port}\n\n[[chargers]]\nid = "CP1"\npassword = "{PASSWORD}"\n'
@@ -128,7 +122,7 @@ async def test_charger_boot_and_status_reach_the_cloud(
 async def test_simulated_charger_boots_on_the_real_edge(
     stack: Stack, version: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     stack.write_edge_config()
     ocpp = (
         f'[ocpp]\nport = {port}\n\n[[chargers]]\nid = "SIM1"\npassword = "{PASSWORD}"\n'

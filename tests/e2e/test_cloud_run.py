@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,16 +15,10 @@ import aiomqtt
 import pytest
 
 from protocols import contract
-from tests.harness.procs import Procs
+from tests.harness.procs import Procs, free_port
 from tests.harness.timing import eventually, timeout
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 OPERATOR = ("ops@example.test", "operator-password-1")
@@ -55,7 +48,7 @@ async def test_cloud_run_on_embedded_defaults(
     # Embedded PostgreSQL runs as its own system user, which must traverse the
     # data dir's parents; pytest keeps its tmp root at mode 0700 (and any other
     # pytest session on the machine resets it), so keep the state in artifacts.
-    api_port, mqtt_port = _free_port(), _free_port()
+    api_port, mqtt_port = free_port(), free_port()
     env = {
         k: v
         for k, v in os.environ.items()

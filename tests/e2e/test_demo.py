@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,10 @@ from pathlib import Path
 import pytest
 
 from fusebox.demo import DEMO_CHARGERS
+from tests.harness.procs import free_port
 from tests.harness.timing import timeout
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("broker", ["auto", "amqtt"])
@@ -46,9 +40,9 @@ def test_demo_shows_readings_and_sessions_within_30s(
             "--state-dir",
             str(artifacts_dir / "demo"),
             "--cloud-port",
-            str(_free_port()),
+            str(free_port()),
             "--site-port",
-            str(_free_port()),
+            str(free_port()),
         ],
         capture_output=True,
         text=True,

@@ -38,7 +38,6 @@ import csv
 import itertools
 import json
 import math
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +51,7 @@ from protocols.clock import Clock, sim_spec
 from simulators.household import HouseholdLoad
 from simulators.meter import read_ledger
 from tests.e2e.stack import GATEWAY, SAMPLE_PRICES, Stack
-from tests.harness.procs import Proc, ProxyFactory, TcpProxy
+from tests.harness.procs import Proc, ProxyFactory, TcpProxy, free_port
 from tests.harness.timing import eventually, timeout
 
 pytestmark = pytest.mark.e2e
@@ -77,12 +76,6 @@ PLUG_IN = datetime(2025, 1, 15, 18, 0, tzinfo=UTC)
 READY_BY = datetime(2025, 1, 16, 7, 30, tzinfo=UTC)
 WINDOW_START = datetime(2025, 1, 15, 23, 30, tzinfo=UTC)
 RANDOM_DELAY_MAX_S = 1800
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -249,7 +242,7 @@ async def _start_night(
     random_delay_s: int = RANDOM_DELAY_MAX_S,
     speed: float = SPEED,
 ) -> Night:
-    port = _free_port()
+    port = free_port()
     _edge_toml(stack, port, random_delay_s=random_delay_s)
     stack.ingest()
     planning = cloud in ("up", "cut_later")

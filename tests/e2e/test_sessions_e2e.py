@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
-from tests.e2e.stack import GATEWAY, Stack
+from tests.e2e.stack import GATEWAY, Stack, read_charger_ledger
+from tests.harness.procs import free_port
 from tests.harness.timing import eventually, timeout
 
 pytestmark = pytest.mark.e2e
@@ -28,18 +26,6 @@ SCENARIO = [
     {"at": 9, "action": "stop", "connector": 1},
     {"at": 10, "action": "unplug", "connector": 1},
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _ledger(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 async def _sessions(stack: Stack) -> list[asyncpg.Record]:
@@ -62,7 +48,7 @@ async def _sessions(stack: Stack) -> list[asyncpg.Record]:
 async def test_a_session_reaches_the_cloud_exactly_once(
     stack: Stack, version: str, mode: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     stack.write_edge_config()
     ocpp = (
         f'[ocpp]\nport = {port}\nid_tags = ["{TAG}"]\n\n'
@@ -109,7 +95,7 @@ async def test_a_session_reaches_the_cloud_exactly_once(
     if mode == "edge_killed":
 
         def metered() -> bool:
-            return any(line["kind"] == "meter" for line in _ledger(ledger))
+            return any(line["kind"] == "meter" for line in read_charger_ledger(ledger))
 
         await eventually(metered, timeout_s=timeout(30), message="session running")
         edge.kill()  # SIGKILL mid-session
@@ -117,7 +103,7 @@ async def test_a_session_reaches_the_cloud_exactly_once(
         stack.edge(name="edge-2")
     code = await asyncio.to_thread(sim.wait, timeout_s=timeout(90))
     assert code == 0
-    lines = _ledger(ledger)
+    lines = read_charger_ledger(ledger)
     starts = [line for line in lines if line["kind"] == "start"]
     stops = [line for line in lines if line["kind"] == "stop"]
     assert len(starts) == 1 and len(stops) == 1, lines

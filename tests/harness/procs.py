@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -612,3 +613,11 @@ def tcp_proxy_factory() -> Iterator[Callable[[str], TcpProxy]]:
     yield make
     for proxy in proxies:
         proxy.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers a test
+    starts; a tiny race with other processes is accepted)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
