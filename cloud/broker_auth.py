@@ -498,9 +498,8 @@ class DynsecBrokerAuth:
             if any(_code(c) >= 0x80 for c in codes):
                 raise BrokerAdminAuthError(self._not_admin())
             try:
-                return await asyncio.wait_for(
-                    self._exchange(client, tag, tagged), self.timeout_s
-                )
+                async with asyncio.timeout(self.timeout_s):
+                    return await self._exchange(client, tag, tagged)
             except TimeoutError:
                 raise BrokerAdminAuthError(
                     f"no answer on {RESPONSE_TOPIC} within {self.timeout_s} s from the "

@@ -530,7 +530,8 @@ class Scheduler:
                 await writer
             if self._pool is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._pool.close(), 5)
+                    async with asyncio.timeout(5):
+                        await self._pool.close()
 
     async def _loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -543,7 +544,8 @@ class Scheduler:
             except DB_ERRORS as exc:
                 self._db_failed(exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._tick_s())
+                async with asyncio.timeout(self._tick_s()):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _db_failed(self, exc: BaseException) -> None:

@@ -339,8 +339,11 @@ class Controller:
     async def run(self) -> None:
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                # cancel that lands as the wake is set, and the loop never stops
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                    async with asyncio.timeout(self.tick_s):
+                        await self._wake.wait()
                 self._wake.clear()
                 try:
                     self.evaluate()

@@ -1089,7 +1089,8 @@ class LocalApiServer:
         except asyncio.CancelledError:
             server.should_exit = True
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.shutdown([sock]), 3)
+                async with asyncio.timeout(3):
+                    await server.shutdown([sock])
             raise
         finally:
             sock.close()

@@ -23,13 +23,10 @@ async def serve_metrics(listen: str, render: Render) -> None:
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (
-                b"\r\n",
-                b"\n",
-                b"",
-            ):
-                pass
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) > 1 else "/"
             if path == "/metrics":

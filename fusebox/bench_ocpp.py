@@ -140,7 +140,8 @@ class Charger:
         started = time.perf_counter()
         try:
             await self.ws.send(json.dumps([2, uid, action, payload]))
-            answer = await asyncio.wait_for(fut, 30)
+            async with asyncio.timeout(30):
+                answer = await fut
         except (TimeoutError, websockets.ConnectionClosed):
             self.waiting.pop(uid, None)
             if self.load.measuring:
@@ -208,9 +209,10 @@ class Charger:
                 asyncio.get_running_loop().create_task(self.call("Heartbeat", {}))
                 next_beat += heartbeat_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    stop.wait(), max(0.0, min(next_meter, next_beat) - time.monotonic())
-                )
+                async with asyncio.timeout(
+                    max(0.0, min(next_meter, next_beat) - time.monotonic())
+                ):
+                    await stop.wait()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -362,7 +364,16 @@ def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
         result = asyncio.run(measured())
     finally:
         edge.terminate()
-        edge.wait(30)
+        try:
+            edge.wait(30)
+        except subprocess.TimeoutExpired:
+            edge.kill()
+            edge.wait()
+            raise SystemExit(
+                f"[bench] the edge did not stop within 30 s of SIGTERM: see {log.name}"
+            ) from None
+        finally:
+            log.close()
     n = args.chargers
     return {
         "bench": "ocpp",

@@ -51,15 +51,77 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_until_signalled(main: Callable[[], Coroutine[Any, Any, Any]]) -> int:
+def run_until_signalled(
+    main: Callable[[], Coroutine[Any, Any, Any]],
+    *,
+    grace_s: float = 10.0,
+    force_s: float = 20.0,
+) -> int:
     """Run ``main`` until it returns or SIGINT/SIGTERM arrives; then cancel it so
-    its ``finally`` blocks (closing the outbox, stopping servers) run. Returns 0."""
+    its ``finally`` blocks (closing the outbox, stopping servers) run. Returns 0.
+
+    A shutdown never hangs: ``grace_s`` after the signal, tasks still running are
+    logged with where they wait and cancelled again (a cancel can be lost, e.g.
+    by ``asyncio.wait_for`` on Python 3.11); at ``force_s``, or on a second
+    signal, the process exits with code 1 at once. Everything durable is
+    crash-safe (the outbox survives ``kill -9``), so a forced exit loses nothing.
+    """
 
     async def runner() -> None:
-        task = asyncio.create_task(main())
+        task = asyncio.create_task(main(), name="main")
+        me = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        signalled: list[float] = []
+
+        def stuck() -> list[asyncio.Task[Any]]:
+            return [t for t in asyncio.all_tasks(loop) if t is not me and not t.done()]
+
+        def force(why: str) -> None:
+            log.error("%s: exiting now (code 1)", why)
+            logging.shutdown()
+            os._exit(1)
+
+        def recancel() -> None:
+            left = stuck()
+            if not left:
+                log.warning(
+                    "shutdown: still waiting for worker threads %g s after the "
+                    "signal (forced exit at %g s)",
+                    grace_s,
+                    force_s,
+                )
+                return
+            log.warning(
+                "shutdown: %d task(s) still running %g s after the signal; "
+                "cancelling them again (forced exit at %g s)",
+                len(left),
+                grace_s,
+                force_s,
+            )
+            for t in left:
+                frames = t.get_stack(limit=1)
+                where = (
+                    f"{frames[0].f_code.co_filename}:{frames[0].f_lineno}"
+                    if frames
+                    else "?"
+                )
+                log.warning("shutdown:   %s waiting at %s", t.get_name(), where)
+                t.cancel()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if signalled:
+                force(f"second {sig.name} during shutdown")
+            signalled.append(loop.time())
+            log.info("%s: shutting down", sig.name)
+            task.cancel()
+            loop.call_later(grace_s, recancel)
+            # still alive when this fires (asyncio.run waits for worker threads
+            # after main has returned): something is stuck
+            why = f"shutdown not finished {force_s:g} s after {sig.name}"
+            loop.call_later(force_s, force, why)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal, sig)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

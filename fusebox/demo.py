@@ -660,7 +660,8 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         tty = sys.stdout.isatty()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await stop.wait()
             if stop.is_set():
                 break
             dead = procs.dead()

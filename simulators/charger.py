@@ -1924,9 +1924,8 @@ class ChargerSim:
             due = last + (self.heartbeat_s or interval_s)
             self.heartbeat_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.heartbeat_changed.wait(), max(0.0, due - time.monotonic())
-                )
+                async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                    await self.heartbeat_changed.wait()
                 continue  # a new interval: recompute the due time
             last = time.monotonic()
             await self._send_now("Heartbeat", {})

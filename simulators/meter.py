@@ -888,7 +888,8 @@ async def _wait(stop: asyncio.Event, timeout_s: float) -> bool:
     if timeout_s <= 0:
         return stop.is_set()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await stop.wait()
     return stop.is_set()
 
 

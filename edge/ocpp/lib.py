@@ -145,14 +145,12 @@ async def outgoing_call(
     request = getattr(module, action)(**_camel_to_snake(payload))
     send = charge_point.call  # type: ignore[attr-defined]
     try:
-        answer = await asyncio.wait_for(
-            send(
+        async with asyncio.timeout(timeout_s):
+            answer = await send(
                 request,
                 suppress=False,
                 skip_schema_validation=skip_schema_validation,
-            ),
-            timeout_s,
-        )
+            )
     except _OCPPError as err:
         raise CallErrorAnswer(
             str(getattr(err, "code", "GenericError")), str(err.description or "")

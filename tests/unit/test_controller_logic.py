@@ -5,6 +5,7 @@ the safe current without a site meter, and hysteresis."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -253,3 +254,16 @@ def test_metrics_show_each_charger_the_site_and_the_lease() -> None:
     assert samples[("fusebox_site_import_w", ())] == 2000.0
     assert samples[("fusebox_lease_version", ())] == 1
     assert samples[("fusebox_lease_valid_seconds", ())] == pytest.approx(6900, abs=1)
+
+
+async def test_a_cancel_that_lands_with_a_wake_still_stops_the_loop() -> None:
+    # Python 3.11's asyncio.wait_for dropped such a cancel: the loop went on and
+    # SIGTERM left the edge running (seen in CI as a bench edge that never exited)
+    ctl, _ = controller(T0)
+    task = asyncio.create_task(ctl.run())
+    await asyncio.sleep(0.01)
+    ctl._wake.set()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done, "the controller loop ignored the cancel"
+    assert task.cancelled()
