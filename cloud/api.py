@@ -39,7 +39,7 @@ from cloud.auth import (
     bootstrap_operator,
     gateway_access,
 )
-from cloud.web import router as web_router
+from cloud.web import mount as mount_web_app
 from protocols.readings import QUANTITIES
 
 log = logging.getLogger("fusebox.cloud.api")
@@ -224,5 +224,5 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
     add_people_routes(app)
     add_scheduling_routes(app)
     add_installer_routes(app)
-    app.include_router(web_router)
+    mount_web_app(app)
     return app

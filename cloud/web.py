@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 log = logging.getLogger("fusebox.cloud.web")
@@ -204,8 +204,23 @@ def csrf_token(session_token: str) -> str:
 
 
 class _Redirect(Exception):
+    """Raised by the session and form checks: answer with ``response`` instead
+    (the login page, or a 403 page). The app turns it into that response (see
+    ``mount``), so a page handler just awaits ``_session``/``_installer``/``_post``."""
+
     def __init__(self, response: Response) -> None:
         self.response = response
+
+
+async def _answer_redirect(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _Redirect)
+    return exc.response
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the web app's pages on ``app``."""
+    app.include_router(router)
+    app.add_exception_handler(_Redirect, _answer_redirect)
 
 
 def _login_redirect(request: Request) -> RedirectResponse:
@@ -568,10 +583,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    try:
-        session, _ = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, _ = await _post(request)
     await api_call(request, "POST", "/v1/auth/logout", token=session.token)
     out = RedirectResponse("/login", status_code=303)
     out.delete_cookie(SESSION_COOKIE, path="/")
@@ -580,10 +592,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/app")
 async def home(request: Request) -> Response:
-    try:
-        session = await _session(request)
-    except _Redirect as r:
-        return r.response
+    session = await _session(request)
     if session.role == "installer":
         return RedirectResponse("/app/install", status_code=303)
     if session.role == "operator":
@@ -739,10 +748,7 @@ async def _site_for(
 
 @router.get("/app/site/{gw}")
 async def dashboard(request: Request, gw: str) -> Response:
-    try:
-        session = await _session(request)
-    except _Redirect as r:
-        return r.response
+    session = await _session(request)
     site, tz = await _site_for(request, session, gw)
     if not site.ok:
         return _error_page(site.status, site.error())
@@ -879,10 +885,7 @@ def _float_or_none(text: str | None) -> float | str | None:
 
 @router.post("/app/site/{gw}/chargers/{cid}/preferences")
 async def save_preferences(request: Request, gw: str, cid: str) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     body: dict[str, Any] = {
         "mode": form.get("mode", "smart"),
         "ready_by": form.get("ready_by", ""),
@@ -917,10 +920,7 @@ async def save_preferences(request: Request, gw: str, cid: str) -> Response:
 
 @router.post("/app/site/{gw}/chargers/{cid}/boost")
 async def boost(request: Request, gw: str, cid: str) -> Response:
-    try:
-        session, _ = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, _ = await _post(request)
     answer = await api_call(
         request,
         "POST",
@@ -937,10 +937,7 @@ async def boost(request: Request, gw: str, cid: str) -> Response:
 
 @router.post("/app/site/{gw}/readings")
 async def submit_reading(request: Request, gw: str) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     _, tz = await _site_for(request, session, gw)
     target = _site_base(gw)
     read_at = form.get("read_at", "")
@@ -992,10 +989,7 @@ async def _installer(request: Request) -> Session:
 
 @router.get("/app/install")
 async def installations(request: Request) -> Response:
-    try:
-        session = await _installer(request)
-    except _Redirect as r:
-        return r.response
+    session = await _installer(request)
     sites = await api_call(request, "GET", "/v1/sites", token=session.token)
     items = sites.body if sites.ok and isinstance(sites.body, list) else []
     rows = "".join(
@@ -1027,10 +1021,7 @@ async def installations(request: Request) -> Response:
 
 @router.post("/app/install/claim")
 async def claim(request: Request) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     answer = await api_call(
         request,
         "POST",
@@ -1048,10 +1039,7 @@ async def claim(request: Request) -> Response:
 
 @router.get("/app/install/{gw}")
 async def installation(request: Request, gw: str) -> Response:
-    try:
-        session = await _installer(request)
-    except _Redirect as r:
-        return r.response
+    session = await _installer(request)
     site, _ = await _site_for(request, session, gw)
     if not site.ok:
         return _error_page(site.status, site.error())
@@ -1153,10 +1141,7 @@ async def installation(request: Request, gw: str) -> Response:
 
 @router.post("/app/install/{gw}/site")
 async def save_site(request: Request, gw: str) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     body: dict[str, Any] = {
         "gateway_id": gw,
         "owner_email": form.get("owner_email", ""),
@@ -1180,10 +1165,7 @@ async def save_site(request: Request, gw: str) -> Response:
 
 @router.post("/app/install/{gw}/chargers")
 async def register_charger(request: Request, gw: str) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     cid = form.get("charger_id", "")
     target = _install_base(gw)
     if not cid or "/" in cid:
@@ -1208,10 +1190,7 @@ async def register_charger(request: Request, gw: str) -> Response:
 
 @router.post("/app/install/{gw}/meters")
 async def register_meter(request: Request, gw: str) -> Response:
-    try:
-        session, form = await _post(request)
-    except _Redirect as r:
-        return r.response
+    session, form = await _post(request)
     mid = form.get("meter_id", "")
     target = _install_base(gw)
     if not mid or "/" in mid:
@@ -1245,10 +1224,7 @@ _CHECK_NAMES = {
 
 @router.get("/app/install/{gw}/commissioning")
 async def commissioning(request: Request, gw: str) -> Response:
-    try:
-        session = await _installer(request)
-    except _Redirect as r:
-        return r.response
+    session = await _installer(request)
     report = await api_call(
         request,
         "GET",
@@ -1288,10 +1264,7 @@ async def commissioning(request: Request, gw: str) -> Response:
 
 @router.get("/app/install/{gw}/config.toml")
 async def config_toml(request: Request, gw: str) -> Response:
-    try:
-        session = await _installer(request)
-    except _Redirect as r:
-        return r.response
+    session = await _installer(request)
     answer = await api_call(
         request,
         "GET",
