@@ -72,9 +72,11 @@ async def running(outbox: Outbox, **settings: Any) -> AsyncIterator[OcppServer]:
         await server.stop()
 
 
-def start_sim(
+async def start_sim(
     procs: Procs, server: OcppServer, tmp_path: Path, version: str, *extra: str
 ) -> None:
+    """Start the simulated CP1 and wait until it has booted and the edge has read
+    its capabilities."""
     procs.start(
         [
             "fusebox",
@@ -97,6 +99,11 @@ def start_sim(
             *extra,
         ],
         name=f"charger-{version}",
+    )
+    await eventually(
+        lambda: connected_with_capabilities(server),
+        timeout_s=timeout(10),
+        message="CP1 booted and its capabilities read",
     )
 
 
@@ -156,12 +163,7 @@ async def test_capabilities_are_read_after_boot_and_stored(
     outbox: Outbox, procs: Procs, tmp_path: Path, version: str
 ) -> None:
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, version)
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, version)
         caps = server.chargers["CP1"].capabilities
         assert caps is not None
         assert caps.smart_charging is True
@@ -183,12 +185,7 @@ async def test_configuration_read_and_write_1_6(
     outbox: Outbox, procs: Procs, tmp_path: Path
 ) -> None:
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, "1.6")
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, "1.6")
         known, unknown = await server.get_configuration(
             "CP1", ["HeartbeatInterval", "NoSuchKey"]
         )
@@ -218,12 +215,7 @@ async def test_variables_read_and_write_2_0_1(
 ) -> None:
     heartbeat = Variable("OCPPCommCtrlr", "HeartbeatInterval")
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, "2.0.1")
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, "2.0.1")
         got = await server.get_variables(
             "CP1", [heartbeat, Variable("OCPPCommCtrlr", "Nope"), Variable("Nope", "x")]
         )
@@ -250,12 +242,7 @@ async def test_remote_start_txprofile_and_remote_stop(
     outbox: Outbox, procs: Procs, tmp_path: Path, version: str
 ) -> None:
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, version)
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, version)
         # no transaction yet: a TxProfile has nothing to bind to
         loose = tx_profile(LIMIT_W, tx_id(version, "1"))
         assert await server.set_charging_profile("CP1", 1, loose) == "Rejected"
@@ -309,12 +296,7 @@ async def test_remote_start_with_a_profile_charges_under_it(
     outbox: Outbox, procs: Procs, tmp_path: Path, version: str
 ) -> None:
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, version)
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, version)
         profile = tx_profile(LIMIT_W, None)
         status = await server.remote_start(
             "CP1", "TAG1", connector_or_evse_id=1, profile=profile
@@ -355,12 +337,7 @@ async def test_trigger_availability_and_reset(
     outbox: Outbox, procs: Procs, tmp_path: Path, version: str
 ) -> None:
     async with running(outbox) as server:
-        start_sim(procs, server, tmp_path, version)
-        await eventually(
-            lambda: connected_with_capabilities(server),
-            timeout_s=timeout(10),
-            message="CP1 booted and its capabilities read",
-        )
+        await start_sim(procs, server, tmp_path, version)
         before = len(await events(outbox, "status"))
         assert await server.trigger_message("CP1", "StatusNotification", 1) == (
             "Accepted"
