@@ -143,6 +143,63 @@ listen = "127.0.0.1:{self.metrics_port}"
         )
         return self.edge_config
 
+    def add_ocpp_charger(
+        self, *, port: int, charger: str, password: str, id_tag: str
+    ) -> None:
+        """Append an OCPP server on ``port`` with one charger to the edge config.
+        No plan and no site meter: the controller lets it charge at the safe
+        current all day (the default window covers every hour)."""
+        self.edge_config.write_text(
+            self.edge_config.read_text()
+            + f'\n[ocpp]\nport = {port}\nid_tags = ["{id_tag}"]\n\n'
+            f'[[chargers]]\nid = "{charger}"\npassword = "{password}"\nphases = 3\n'
+            '\n[site]\ndefault_window = "00:00-00:00"\nrandom_delay_max_s = 0\n'
+        )
+
+    def start_scenario_charger(
+        self,
+        *,
+        url: str,
+        charger: str,
+        password: str,
+        version: str,
+        scenario: list[dict[str, Any]],
+    ) -> tuple[Proc, Path, Path]:
+        """``fusebox sim charger`` playing ``scenario`` at 60x, meter values every
+        second; returns the process, its ledger and its state file."""
+        (self.work / "scenario.json").write_text(json.dumps(scenario))
+        ledger = self.work / "charger-ledger.jsonl"
+        state = self.work / "charger-state.json"
+        sim = self.procs.start(
+            [
+                "fusebox",
+                "sim",
+                "charger",
+                "--url",
+                url,
+                "--id",
+                charger,
+                "--password",
+                password,
+                "--ocpp",
+                version,
+                "--scenario",
+                str(self.work / "scenario.json"),
+                "--ledger",
+                str(ledger),
+                "--state",
+                str(state),
+                "--meter-interval",
+                "1",
+                "--speed",
+                "60",
+                "--max-backoff",
+                "2",
+            ],
+            name="charger",
+        )
+        return sim, ledger, state
+
     def edge(self, name: str = "edge") -> Proc:
         if not self.edge_config.exists():
             self.write_edge_config()

@@ -90,51 +90,19 @@ async def test_queued_messages_arrive_in_order_after_a_drop(
 ) -> None:
     port = free_port()
     stack.write_edge_config()
-    ocpp = (
-        f'[ocpp]\nport = {port}\nid_tags = ["{TAG}"]\n\n'
-        f'[[chargers]]\nid = "{CHARGER}"\npassword = "{PASSWORD}"\nphases = 3\n'
-        # no plan, no site meter: the controller lets it charge at the safe
-        # current all day (the default window covers every hour)
-        '\n[site]\ndefault_window = "00:00-00:00"\nrandom_delay_max_s = 0\n'
-    )
-    stack.edge_config.write_text(stack.edge_config.read_text() + "\n" + ocpp)
+    stack.add_ocpp_charger(port=port, charger=CHARGER, password=PASSWORD, id_tag=TAG)
     stack.ingest()
     edge = stack.edge()
     await eventually(
         lambda: _listening(port), timeout_s=timeout(30), message="edge OCPP port up"
     )
     proxy = tcp_proxy_factory(f"ws://127.0.0.1:{port}")
-    scenario = stack.work / "scenario.json"
-    scenario.write_text(json.dumps(SCENARIO))
-    ledger = stack.work / "charger-ledger.jsonl"
-    state = stack.work / "charger-state.json"
-    sim = stack.procs.start(
-        [
-            "fusebox",
-            "sim",
-            "charger",
-            "--url",
-            proxy.url_for(f"ws://127.0.0.1:{port}/ocpp"),
-            "--id",
-            CHARGER,
-            "--password",
-            PASSWORD,
-            "--ocpp",
-            version,
-            "--scenario",
-            str(scenario),
-            "--ledger",
-            str(ledger),
-            "--state",
-            str(state),
-            "--meter-interval",
-            "1",
-            "--speed",
-            "60",
-            "--max-backoff",
-            "2",
-        ],
-        name="charger",
+    sim, ledger, state = stack.start_scenario_charger(
+        url=proxy.url_for(f"ws://127.0.0.1:{port}/ocpp"),
+        charger=CHARGER,
+        password=PASSWORD,
+        version=version,
+        scenario=SCENARIO,
     )
 
     def metered_online() -> bool:

@@ -6,7 +6,6 @@ cloud ingest down until the session is over."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import asyncpg
 import pytest
@@ -50,47 +49,16 @@ async def test_a_session_reaches_the_cloud_exactly_once(
 ) -> None:
     port = free_port()
     stack.write_edge_config()
-    ocpp = (
-        f'[ocpp]\nport = {port}\nid_tags = ["{TAG}"]\n\n'
-        f'[[chargers]]\nid = "{CHARGER}"\npassword = "{PASSWORD}"\nphases = 3\n'
-        # no plan, no site meter: the controller lets it charge at the safe
-        # current all day (the default window covers every hour)
-        '\n[site]\ndefault_window = "00:00-00:00"\nrandom_delay_max_s = 0\n'
-    )
-    stack.edge_config.write_text(stack.edge_config.read_text() + "\n" + ocpp)
+    stack.add_ocpp_charger(port=port, charger=CHARGER, password=PASSWORD, id_tag=TAG)
     if mode != "cloud_offline":
         stack.ingest()
     edge = stack.edge()
-    scenario = stack.work / "scenario.json"
-    scenario.write_text(json.dumps(SCENARIO))
-    ledger = stack.work / "charger-ledger.jsonl"
-    sim = stack.procs.start(
-        [
-            "fusebox",
-            "sim",
-            "charger",
-            "--url",
-            f"ws://127.0.0.1:{port}/ocpp",
-            "--id",
-            CHARGER,
-            "--password",
-            PASSWORD,
-            "--ocpp",
-            version,
-            "--scenario",
-            str(scenario),
-            "--ledger",
-            str(ledger),
-            "--state",
-            str(stack.work / "charger-state.json"),
-            "--meter-interval",
-            "1",
-            "--speed",
-            "60",
-            "--max-backoff",
-            "2",
-        ],
-        name="charger",
+    sim, ledger, _ = stack.start_scenario_charger(
+        url=f"ws://127.0.0.1:{port}/ocpp",
+        charger=CHARGER,
+        password=PASSWORD,
+        version=version,
+        scenario=SCENARIO,
     )
     if mode == "edge_killed":
 
