@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import inspect
 import json
 import logging
 import secrets
@@ -138,7 +139,11 @@ class ApproveBody(_Body):
     password: SecretStr = Field(
         min_length=16,
         max_length=40,
-        description="the HTTP Basic password set on the charger (OCPP profile 1/2)",
+        description=(
+            "the charger's HTTP Basic password (OCPP profile 1/2): set on the "
+            "charger by the edge while it is connected (1.6 AuthorizationKey, "
+            "2.0.1 BasicAuthPassword), else by the installer"
+        ),
     )
     ocpp_version: OcppVersion | None = Field(
         default=None, description="pin the version; unset: the charger's choice"
@@ -479,8 +484,9 @@ class LocalSite:
 
     # -- changing -------------------------------------------------------------
 
-    def approve(self, charger_id: str, body: ApproveBody) -> dict[str, Any]:
-        """Accept a pending charger: persisted first, then live."""
+    async def approve(self, charger_id: str, body: ApproveBody) -> dict[str, Any]:
+        """Accept a pending charger: persisted first, then live; its new password
+        is set on it when it is connected."""
         if self.ocpp is None:
             raise NotFound(f"no charger {charger_id!r}: the OCPP server is off")
         if charger_id in self.ocpp.known:
@@ -496,21 +502,28 @@ class LocalSite:
             phase=body.phase,
         )
         self._save(self.overrides.add_charger, charger)
-        reconnecting = self.ocpp.approve(charger)
+        outcome = await self.ocpp.approve(charger)
         if self.controller is not None:
             self.controller.add_charger(charger)
         controlled = self.controller is not None and charger_id in (
             self.controller.chargers
         )
-        note = "accepted from its next connection (with this password)" + (
-            "; asked to reconnect now" if reconnecting else ""
-        )
+        if outcome.password == "Accepted":
+            note = "password set on the charger; it reconnects with it now"
+        elif outcome.password is not None:
+            note = (
+                f"the charger did not take the password ({outcome.password}): set "
+                "it on the charger itself; accepted from its next connection"
+            )
+        else:
+            note = "accepted from its next connection (with this password)"
         if self.config.site.control != "off" and not controlled:
             note += "; under smart control after the edge's next restart"
         return {
             "id": charger_id,
             "approved": True,
-            "reconnecting": reconnecting,
+            "reconnecting": outcome.reconnecting,
+            "password_set": outcome.password,
             "controlled": controlled,
             "note": note,
         }
@@ -734,7 +747,7 @@ def create_app(site: LocalSite) -> FastAPI:
     @app.post("/api/chargers/{charger_id}/approve", dependencies=auth)
     async def approve(charger_id: str, body: ApproveBody) -> dict[str, Any]:
         try:
-            return site.approve(charger_id, body)
+            return await site.approve(charger_id, body)
         except LocalApiError as exc:
             raise http_error(exc) from None
 
@@ -784,21 +797,26 @@ def create_app(site: LocalSite) -> FastAPI:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
 
-    async def run_form(action: Callable[[], object], done: str) -> Response:
+    async def run_form(
+        action: Callable[[], object], done: str | Callable[[Any], str]
+    ) -> Response:
         try:
-            action()
+            result = action()
+            if inspect.isawaitable(result):
+                result = await result
         except ValidationError as exc:
             return await page(error=invalid(exc), code=422)
         except LocalApiError as exc:
             return await page(error=str(exc), code=_status_of(exc))
-        return RedirectResponse(f"/?done={quote(done)}", status_code=303)
+        key = done if isinstance(done, str) else done(result)
+        return RedirectResponse(f"/?done={quote(key)}", status_code=303)
 
     @app.post("/ui/chargers/{charger_id}/approve", dependencies=auth)
     async def approve_form(charger_id: str, request: Request) -> Response:
         fields = await form(request)
         return await run_form(
             lambda: site.approve(charger_id, ApproveBody.model_validate(fields)),
-            "approved",
+            _approved_done,
         )
 
     @app.post("/ui/site", dependencies=auth)
@@ -824,8 +842,25 @@ def create_app(site: LocalSite) -> FastAPI:
 
 # -- the page -----------------------------------------------------------------
 
+
+def _approved_done(result: dict[str, Any]) -> str:
+    answer = result.get("password_set")
+    if answer is None:
+        return "approved"
+    if answer == "Accepted":
+        return "approved_password_set"
+    return "approved_password_refused"
+
+
 _DONE = {
     "approved": "Charger approved: it is accepted when it connects again.",
+    "approved_password_set": (
+        "Charger approved and its new password set on it: it reconnects now."
+    ),
+    "approved_password_refused": (
+        "Charger approved, but it did not take the new password: set the password "
+        "on the charger itself; it is accepted when it connects with it."
+    ),
     "fuse": "Fuse limit saved and applied.",
     "boost": "Boost on.",
     "cancel_boost": "Boost cancelled.",

@@ -6,8 +6,9 @@
         --ocpp 2.0.1 --plug-in-after 5 --unplug-after 600 --speed 60 \\
         --ledger var/cp1.jsonl --state var/cp1.state.json
 
-The charge point connects to ``<url>/<id>`` (HTTP Basic auth with ``--password``),
-boots, sends heartbeats and StatusNotifications, and runs transactions from a
+The charge point connects to ``<url>/<id>`` (HTTP Basic auth with ``--password``,
+or with the password the CSMS set: 1.6 ``AuthorizationKey``, 2.0.1
+``SecurityCtrlr.BasicAuthPassword``, kept in the state file), boots, sends heartbeats and StatusNotifications, and runs transactions from a
 scenario: ``--plug-in-after``/``--unplug-after`` or ``--scenario FILE``, a JSON list
 of timed actions (seconds after start)::
 
@@ -827,6 +828,8 @@ CONFIG_KEYS: Final = (
     ConfigKey("SupportedFeatureProfiles", "DeviceDataCtrlr", "SupportedFeatures", True),
 )
 _BY_KEY: Final = {k.key: k for k in CONFIG_KEYS}
+# write-only, never read back: 1.6 AuthorizationKey, 2.0.1 this variable
+_BASIC_AUTH_PASSWORD: Final = ("SecurityCtrlr", "BasicAuthPassword")
 _BY_VARIABLE: Final = {(k.component, k.variable): k for k in CONFIG_KEYS}
 
 
@@ -1184,6 +1187,8 @@ class ChargerSim:
         return known, [name for name in wanted if name not in _BY_KEY]
 
     def change_configuration(self, key: str, value: str) -> str:
+        if key == "AuthorizationKey":
+            return self._set_password(value, hex_key=True)
         entry = _BY_KEY.get(key)
         if entry is None:
             return "NotSupported"
@@ -1226,6 +1231,10 @@ class ChargerSim:
         variable = data.get("variable", {})
         entry = _BY_VARIABLE.get((component.get("name"), variable.get("name")))
         result: dict[str, Any] = {"component": component, "variable": variable}
+        if (component.get("name"), variable.get("name")) == _BASIC_AUTH_PASSWORD:
+            status = self._set_password(str(data.get("attribute_value")), hex_key=False)
+            result["attribute_status"] = status
+            return result
         if entry is None:
             known = any(k.component == component.get("name") for k in CONFIG_KEYS)
             result["attribute_status"] = (
@@ -1235,6 +1244,36 @@ class ChargerSim:
         status = self.change_configuration(entry.key, str(data.get("attribute_value")))
         result["attribute_status"] = "Accepted" if status == "Accepted" else "Rejected"
         return result
+
+    def _set_password(self, value: str, *, hex_key: bool) -> str:
+        """A new Basic auth password from the CSMS (write-only), used from the next
+        connection on and kept in the state file: 1.6 ``AuthorizationKey`` is the
+        hex of 16-20 key bytes (sent raw, as the OCPP-J example does), 2.0.1
+        ``BasicAuthPassword`` is 16-40 characters of text."""
+        if hex_key:
+            try:
+                key = bytes.fromhex(value)
+            except ValueError:
+                return "Rejected"
+            if not 16 <= len(key) <= 20:
+                return "Rejected"
+            self.state.data["auth_key_hex"] = key.hex()
+        else:
+            if not 16 <= len(value) <= 40:
+                return "Rejected"
+            self.state.data["auth_key_hex"] = value.encode("utf-8").hex()
+        self.state.save()
+        log.info("%s: new Basic auth password from the CSMS", self.config.charger_id)
+        return "Accepted"
+
+    def _credentials(self) -> bytes | None:
+        """The Basic auth password: the one the CSMS set, else ``--password``."""
+        stored = self.state.data.get("auth_key_hex")
+        if isinstance(stored, str):
+            return bytes.fromhex(stored)
+        if self.config.password is not None:
+            return self.config.password.encode("utf-8")
+        return None
 
     # -- remote control
 
@@ -1932,8 +1971,9 @@ class ChargerSim:
 
     async def _connect(self) -> ClientConnection:
         headers = {}
-        if self.config.password is not None:
-            token = f"{self.config.charger_id}:{self.config.password}".encode()
+        password = self._credentials()
+        if password is not None:
+            token = f"{self.config.charger_id}:".encode() + password
             headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
         ws = await connect(
             self.config.endpoint,
@@ -1965,7 +2005,11 @@ class ChargerSim:
                     boot.get("status"),
                     interval_s,
                 )
-                await asyncio.sleep(interval_s)
+                # a CSMS may configure a Pending charger (its password, say) and
+                # close the connection for it to reconnect: stop waiting then
+                dropped, _ = await asyncio.wait([session.reader], timeout=interval_s)
+                if dropped:
+                    return
             for connector in self.connectors.values():
                 connector.reported_status = None
             self.status_dirty.set()

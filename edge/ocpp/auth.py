@@ -42,12 +42,16 @@ def identity_from_path(path: str) -> str | None:
 
 
 def password_forms(password: str) -> list[bytes]:
-    """The byte strings a charger may send for ``password``: the UTF-8 text, and if
-    it is an even-length hex string, also the bytes it encodes."""
+    """The byte strings a charger may send for ``password``: the UTF-8 text; if it
+    is an even-length hex string, also the bytes it encodes; else also the hex of
+    its text, which is the 1.6 AuthorizationKey the edge sets on a charger
+    (``commands.authorization_key_16``) and which many chargers send as is."""
     forms = [password.encode("utf-8")]
     if len(password) % 2 == 0:
         with contextlib.suppress(ValueError):
             forms.append(bytes.fromhex(password))
+            return forms
+    forms.append(password.encode("utf-8").hex().encode("ascii"))
     return forms
 
 

@@ -349,6 +349,22 @@ def change_configuration_request(key: str, value: str) -> tuple[str, JsonObject]
     return "ChangeConfiguration", {"key": key, "value": value}
 
 
+def authorization_key_16(password: str) -> str:
+    """The 1.6 ``AuthorizationKey`` value for ``password``: the hex representation
+    of the key bytes (security whitepaper: write-only, 16-20 bytes). A password
+    that is itself an even-length hex string names those bytes; any other is
+    sent as the hex of its UTF-8 text. Either way every form the charger may then
+    send (the raw bytes or the hex string) passes ``auth.check_basic_auth``."""
+    if len(password) % 2 == 0:
+        try:
+            bytes.fromhex(password)
+        except ValueError:
+            pass
+        else:
+            return password
+    return password.encode("utf-8").hex()
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
     """A 2.0.1 device-model variable: component, variable (and optional instances)."""
@@ -436,6 +452,8 @@ CAPABILITY_VARIABLES_201: tuple[Variable, ...] = (
     Variable("SmartChargingCtrlr", "Entries"),
     Variable("EVSE", "Count"),
 )
+# 2.0.1 Basic auth password (write-only, 16-40 characters, sent as UTF-8 text)
+BASIC_AUTH_PASSWORD_201 = Variable("SecurityCtrlr", "BasicAuthPassword")
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,12 +86,14 @@ from edge.ocpp.auth import (
 )
 from edge.ocpp.authorize import Authorizer
 from edge.ocpp.commands import (
+    BASIC_AUTH_PASSWORD_201,
     CAPABILITY_KEYS_16,
     CAPABILITY_VARIABLES_201,
     Capabilities,
     ChargerNotConnected,
     CommandFailed,
     Variable,
+    authorization_key_16,
     capabilities_16,
     capabilities_201,
     change_availability_request,
@@ -209,6 +211,16 @@ class ChargerState:
     power_w: float | None = None
     register_wh: float | None = None
     measured_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApproveOutcome:
+    """What approving a pending charger did: whether its open connection was
+    closed so that it reconnects, and the charger's answer to the new password
+    ("Accepted", "Rejected", ..., "NoAnswer"; None: not sent, e.g. offline)."""
+
+    reconnecting: bool
+    password: str | None
 
 
 @dataclass(slots=True)
@@ -1105,14 +1117,18 @@ class OcppServer:
         finally:
             await self.stop()
 
-    def approve(self, charger: ChargerConfig) -> bool:
+    async def approve(self, charger: ChargerConfig) -> ApproveOutcome:
         """Accept a charger that discovery held as pending (the installer approved it):
         from now on it is known, and its next connection must pass the normal
-        checks (Basic auth with ``charger.password`` in profiles 1 and 2). A
-        pending connection still open is closed (1012, service restart) so the
-        charger reconnects at once rather than after its Boot retry interval.
-        Returns whether a connection was closed. ``KeyError`` if ``charger.id``
-        is not pending."""
+        checks (Basic auth with ``charger.password`` in profiles 1 and 2).
+
+        If its pending connection is still open, the password is first set on the
+        charger (1.6 ``AuthorizationKey``, 2.0.1 ``SecurityCtrlr.BasicAuthPassword``:
+        a CSMS may configure a charger while its boot is Pending), then the
+        connection is closed (1012, service restart) so that it reconnects at
+        once with it. The outcome says what the charger answered; a charger that
+        refused or did not answer needs the password set on it by hand.
+        ``KeyError`` if ``charger.id`` is not pending."""
         if charger.id not in self.pending:
             raise KeyError(f"charger {charger.id!r} is not pending")
         self.known[charger.id] = charger
@@ -1121,23 +1137,81 @@ class OcppServer:
         state = self.chargers.get(charger.id)
         link = getattr(state.charge_point, "_connection", None) if state else None
         if state is None or not state.connected or not isinstance(link, _Link):
-            return False
+            return ApproveOutcome(reconnecting=False, password=None)
+        answer: str | None = None
+        if charger.password is not None and self.config.security_profile in (1, 2):
+            answer = await self._push_password(
+                charger.id, charger.password.get_secret_value()
+            )
         self.spawn(link.close(1012, "approved: reconnect with credentials"))
-        return True
+        return ApproveOutcome(reconnecting=True, password=answer)
+
+    async def _push_password(self, charger_id: str, password: str) -> str:
+        """Set ``password`` on the connected (pending) charger; its answer, or
+        "NoAnswer" / "CallError: <code>" / "Disconnected". The installer waits
+        for this, so a silent charger gets 10 s at most."""
+        wait_s = min(self.config.response_timeout_s, 10.0)
+        try:
+            if self._version(charger_id) == "1.6":
+                answer = await self._command(
+                    charger_id,
+                    "ChangeConfiguration",
+                    lambda v: change_configuration_request(
+                        "AuthorizationKey", authorization_key_16(password)
+                    ),
+                    pending_ok=True,
+                    timeout_s=wait_s,
+                )
+                status = str(answer.get("status"))
+            else:
+                answer = await self._command(
+                    charger_id,
+                    "SetVariables",
+                    lambda v: set_variables_request(
+                        [(BASIC_AUTH_PASSWORD_201, password)]
+                    ),
+                    pending_ok=True,
+                    timeout_s=wait_s,
+                )
+                results = variables_answer(answer, "set_variable_result")
+                status = next(iter(results.values()), ("NoAnswer", None))[0]
+        except TimeoutError:
+            status = "NoAnswer"
+        except CommandFailed as err:
+            status = f"CallError: {err.code}"
+        except ChargerNotConnected:
+            status = "Disconnected"
+        # never log the password itself
+        level = logging.INFO if status == "Accepted" else logging.WARNING
+        log.log(
+            level,
+            "ocpp: charger %s: new password %s",
+            charger_id,
+            "set on the charger"
+            if status == "Accepted"
+            else f"not set on the charger ({status}): set it there by hand",
+        )
+        return status
 
     # -- commands to chargers ---------------------------------------------------
     # Callable from outside any handler (controller, tests); never from inside a
     # handler of the same charger: the answer is read by that charger's loop.
 
     async def _command(
-        self, charger_id: str, action: str, build: Callable[[str], Any]
+        self,
+        charger_id: str,
+        action: str,
+        build: Callable[[str], Any],
+        *,
+        pending_ok: bool = False,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         state = self.chargers.get(charger_id)
         if (
             state is None
             or not state.connected
             or state.charge_point is None
-            or state.registration != "accepted"
+            or (state.registration != "accepted" and not pending_ok)
         ):
             raise ChargerNotConnected(charger_id)
         version = state.ocpp_version
@@ -1149,7 +1223,7 @@ class OcppServer:
                 version,
                 action,
                 payload,
-                timeout_s=self.config.response_timeout_s,
+                timeout_s=timeout_s or self.config.response_timeout_s,
                 skip_schema_validation=bool(known and known.validation == "off"),
             )
         except lib.CallErrorAnswer as err:
@@ -1523,8 +1597,11 @@ class OcppServer:
         version = state.ocpp_version
         async for raw in ws:
             state.last_seen = self.clock()
-            if state.registration == "pending":
-                self.pending[state.id].last_seen = state.last_seen
+            # (an approved charger's pending connection is no longer in
+            # ``pending`` while it answers the new password)
+            held = self.pending.get(state.id)
+            if held is not None and state.registration == "pending":
+                held.last_seen = state.last_seen
             try:
                 frame = screen_frame(raw, version)
             except FrameError as err:

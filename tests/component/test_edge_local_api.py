@@ -256,13 +256,39 @@ async def test_a_pending_charger_is_approved_and_accepted_after_reconnecting(
             assert unknown.status_code == 404
             assert "NEW-1" in ocpp.pending
 
-            approved = await client.post(
-                "/api/chargers/NEW-1/approve",
-                json={"password": NEW_PASSWORD, "max_current_a": 16, "phases": 3},
+            approving = asyncio.create_task(
+                client.post(
+                    "/api/chargers/NEW-1/approve",
+                    json={"password": NEW_PASSWORD, "max_current_a": 16, "phases": 3},
+                )
             )
+            # the edge sets the new password on the charger while it is pending
+            call = json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+            assert call[0] == 2 and call[2] == "SetVariables", call
+            (data,) = call[3]["setVariableData"]
+            assert data["component"] == {"name": "SecurityCtrlr"}
+            assert data["variable"] == {"name": "BasicAuthPassword"}
+            assert data["attributeValue"] == NEW_PASSWORD
+            result = {k: data[k] for k in ("component", "variable")}
+            await ws.send(
+                json.dumps(
+                    [
+                        3,
+                        call[1],
+                        {
+                            "setVariableResult": [
+                                {**result, "attributeStatus": "Accepted"}
+                            ]
+                        },
+                    ]
+                )
+            )
+            approved = await approving
             assert approved.status_code == 200, approved.text
             body = approved.json()
             assert body["approved"] and body["reconnecting"]
+            assert body["password_set"] == "Accepted"
+            assert body["note"].startswith("password set on the charger")
             # under the controller's care at once, not after a restart
             assert body["controlled"] is True and "restart" not in body["note"]
             assert agent.controller is not None
@@ -320,13 +346,28 @@ async def test_the_page_form_approves_a_pending_charger(
         )
         assert short.status_code == 422 and "password" in short.text
         assert "NEW-2" in agent.ocpp.pending
-        done = await client.post(
-            "/ui/chargers/NEW-2/approve",
-            content=f"password={NEW_PASSWORD}&max_current_a=16&phases=3&ocpp_version=",
-            headers=form,
+        approving = asyncio.create_task(
+            client.post(
+                "/ui/chargers/NEW-2/approve",
+                content=(
+                    f"password={NEW_PASSWORD}&max_current_a=16&phases=3&ocpp_version="
+                ),
+                headers=form,
+            )
         )
+        # 1.6: the AuthorizationKey is the hex of the password's bytes; this
+        # charger refuses it, and the page tells the installer what to do
+        call = json.loads(await asyncio.wait_for(ws.recv(), timeout(5)))
+        assert call[2:] == [
+            "ChangeConfiguration",
+            {"key": "AuthorizationKey", "value": NEW_PASSWORD.encode().hex()},
+        ]
+        await ws.send(json.dumps([3, call[1], {"status": "Rejected"}]))
+        done = await approving
         assert done.status_code == 303, done.text
-        assert done.headers["location"] == "/?done=approved"
+        assert done.headers["location"] == "/?done=approved_password_refused"
+        shown = (await client.get(done.headers["location"])).text
+        assert "set the password on the charger itself" in shown
     known = agent.ocpp.known["NEW-2"]
     assert known.phases == 3 and known.max_current_a == 16
     assert known.ocpp_version is None

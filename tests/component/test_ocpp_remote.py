@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 
 from edge.ocpp.commands import ChargerNotConnected, CommandFailed, Variable
 from edge.ocpp.config import ChargerConfig, IdTagConfig, OcppServerConfig
-from edge.ocpp.server import OcppServer
+from edge.ocpp.server import ApproveOutcome, OcppServer
 from edge.outbox import Outbox
 from protocols.ocpp import (
     ChargingProfile,
@@ -488,3 +488,75 @@ async def test_a_charger_call_is_served_while_a_command_awaits_its_answer(
         assert not command.done()
         await ws.send(json.dumps([3, call[1], {"status": "Accepted"}]))
         assert await command == "Accepted"
+
+
+# -- approving a discovered charger sets its password ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "password", "answer"),
+    [
+        ("1.6", "a-new-charger-pass", "Accepted"),  # 18 bytes: a valid key
+        ("2.0.1", "a-new-charger-password-of-30ch", "Accepted"),
+        ("1.6", "a-new-charger-password-of-30ch", "Rejected"),  # over 20 bytes
+    ],
+)
+async def test_approving_a_pending_charger_sets_its_password(
+    outbox: Outbox,
+    procs: Procs,
+    tmp_path: Path,
+    version: str,
+    password: str,
+    answer: str,
+) -> None:
+    state_file = tmp_path / "new.state.json"
+    async with running(outbox, allow_discovery=True) as server:
+        sim = procs.start(
+            [
+                "fusebox",
+                "sim",
+                "charger",
+                "--url",
+                f"ws://127.0.0.1:{server.port}/ocpp",
+                "--id",
+                "NEW1",
+                "--ocpp",
+                version,
+                "--state",
+                str(state_file),
+                "--max-backoff",
+                "1",
+            ],
+            name=f"new-charger-{version}",
+        )
+        await eventually(
+            lambda: server.pending.get("NEW1") and server.pending["NEW1"].boot,
+            timeout_s=timeout(10),
+            message="NEW1 booted and held as pending",
+        )
+        outcome = await server.approve(
+            ChargerConfig(id="NEW1", password=SecretStr(password))
+        )
+        assert outcome == ApproveOutcome(reconnecting=True, password=answer)
+        saved = json.loads(state_file.read_text()) if state_file.exists() else {}
+        stored = saved.get("auth_key_hex")
+
+        def accepted() -> bool:
+            state = server.chargers.get("NEW1")
+            return bool(state and state.connected and state.registration == "accepted")
+
+        if answer == "Accepted":
+            assert stored is not None and bytes.fromhex(stored) == password.encode()
+            # it reconnects with the new password at once and is accepted
+            await eventually(
+                accepted, timeout_s=timeout(10), message="NEW1 accepted with it"
+            )
+        else:
+            assert stored is None
+            # with no password it is refused (401) until the installer sets one
+            await eventually(
+                lambda: "401" in sim.log_text(),
+                timeout_s=timeout(10),
+                message="NEW1 refused without its password",
+            )
+            assert not accepted()

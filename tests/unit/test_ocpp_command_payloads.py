@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import pytest
 
+from edge.ocpp.auth import check_basic_auth
 from edge.ocpp.commands import (
     CAPABILITY_KEYS_16,
     Variable,
+    authorization_key_16,
     capabilities_16,
     capabilities_201,
     change_availability_request,
@@ -243,3 +246,34 @@ def test_capabilities_201() -> None:
     )
     assert unsaid.smart_charging is True  # the controller exists and answers
     assert capabilities_201({}).smart_charging is None
+
+
+# -- the password the edge sets on an approved charger ------------------------------
+
+
+def _basic(identity: str, password: bytes) -> str:
+    return "Basic " + base64.b64encode(identity.encode() + b":" + password).decode()
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["a-new-charger-pass", "0123456789abcdef0123456789ABCDEF", "Grüße-aus-Köln-16"],
+)
+def test_the_authorization_key_passes_in_every_form_a_charger_sends(
+    password: str,
+) -> None:
+    key = authorization_key_16(password)
+    raw = bytes.fromhex(key)  # the key must be hex
+    if (
+        password.isascii()
+        and len(password) % 2 == 0
+        and all(c in "0123456789abcdefABCDEF" for c in password)
+    ):
+        assert key == password and len(raw) == 16  # hex names its own bytes
+    else:
+        assert raw == password.encode("utf-8")
+    # the spec's raw bytes, and the hex text many chargers send instead
+    assert check_basic_auth(_basic("CP1", raw), "CP1", password)
+    assert check_basic_auth(_basic("CP1", key.encode()), "CP1", password)
+    assert not check_basic_auth(_basic("CP1", raw[:-1]), "CP1", password)
+    assert not check_basic_auth(_basic("CP2", raw), "CP1", password)
