@@ -442,8 +442,10 @@ def _with_embedded(
                 shared = True
             await body(settings, shared)
         finally:
+            # blocking on purpose: a second cancel from the shutdown deadline
+            # must not skip a stop and leave an embedded server running
             for stop in reversed(stops):
-                await asyncio.to_thread(stop)
+                stop()
 
     return main
 
