@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
+from cloud.api_errors import field_error
 from cloud.api_installer import add_installer_routes
 from cloud.api_people import add_people_routes
 from cloud.api_scheduling import (
@@ -152,7 +153,7 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
         if quantity is not None and quantity not in QUANTITIES:
-            raise HTTPException(422, f"unknown quantity {quantity!r}")
+            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
         await gateway_access(db, user, gateway_id, Access.READ)
         rows = await db.fetch(
             "SELECT seq, ts, device_id, quantity, value FROM readings_v "
@@ -184,9 +185,9 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
         """Readings from ``since`` (to ``until``), oldest first, streamed as CSV
         (``ts,device_id,quantity,value``)."""
         if quantity is not None and quantity not in QUANTITIES:
-            raise HTTPException(422, f"quantity: unknown quantity {quantity!r}")
+            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
         if until is not None and until <= since:
-            raise HTTPException(422, "until: must be after since")
+            raise field_error("until", "must be after since", "query")
         await gateway_access(db, user, gateway_id, Access.READ)
         query = (
             "SELECT r.ts, s.device_id, s.name, r.value FROM readings r"

@@ -32,7 +32,8 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cloud.api_people import field_error, site_view
+from cloud.api_errors import field_error
+from cloud.api_people import site_view
 from cloud.api_scheduling import _GATEWAY, ChargerPath, Db, GatewayPath, SiteSettings
 from cloud.auth import (
     Access,

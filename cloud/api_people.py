@@ -18,6 +18,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cloud.api_errors import field_error
 from cloud.api_scheduling import Db, GatewayPath, UtcDatetime
 from cloud.auth import (
     VISIBLE_GATEWAYS,
@@ -75,13 +76,6 @@ class ManualReading(_Body):
         if v < EARLIEST_READING:
             raise ValueError(f"before {EARLIEST_READING.date()}")
         return v
-
-
-def field_error(field: str, msg: str) -> HTTPException:
-    """A 422 shaped like FastAPI's own validation errors, naming ``field``."""
-    return HTTPException(
-        422, [{"loc": ["body", field], "msg": msg, "type": "value_error"}]
-    )
 
 
 def _settings(request: Request) -> ApiSettings:

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from cloud.api_errors import field_error
 from cloud.auth import Access, Principal, User, gateway_access, require_role
 from cloud.scheduler import store_tariff
 from protocols.lease import SLOT_MS
@@ -426,7 +427,7 @@ def add_scheduling_routes(app: FastAPI) -> None:
         require_role(user, "operator")
         starts = [s.slot_start for s in slots]
         if len(set(starts)) != len(starts):
-            raise HTTPException(422, "slots: a slot_start appears twice")
+            raise field_error("slots", "a slot_start appears twice")
         async with db.acquire() as conn, conn.transaction():
             await store_tariff(
                 conn,
