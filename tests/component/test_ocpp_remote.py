@@ -72,24 +72,36 @@ async def running(outbox: Outbox, **settings: Any) -> AsyncIterator[OcppServer]:
         await server.stop()
 
 
+def sim_argv(
+    server: OcppServer, charger_id: str, version: str, *more: str
+) -> list[str]:
+    """``fusebox sim charger`` for ``charger_id`` on ``server``."""
+    return [
+        "fusebox",
+        "sim",
+        "charger",
+        "--url",
+        f"ws://127.0.0.1:{server.port}/ocpp",
+        "--id",
+        charger_id,
+        "--ocpp",
+        version,
+        *more,
+    ]
+
+
 async def start_sim(
     procs: Procs, server: OcppServer, tmp_path: Path, version: str, *extra: str
 ) -> None:
     """Start the simulated CP1 and wait until it has booted and the edge has read
     its capabilities."""
     procs.start(
-        [
-            "fusebox",
-            "sim",
-            "charger",
-            "--url",
-            f"ws://127.0.0.1:{server.port}/ocpp",
-            "--id",
+        sim_argv(
+            server,
             "CP1",
+            version,
             "--password",
             PASSWORD,
-            "--ocpp",
-            version,
             "--meter-interval",
             "1",
             "--phases",
@@ -97,7 +109,7 @@ async def start_sim(
             "--state",
             str(tmp_path / "cp1.state.json"),
             *extra,
-        ],
+        ),
         name=f"charger-{version}",
     )
     await eventually(
@@ -512,21 +524,15 @@ async def test_approving_a_pending_charger_sets_its_password(
     state_file = tmp_path / "new.state.json"
     async with running(outbox, allow_discovery=True) as server:
         sim = procs.start(
-            [
-                "fusebox",
-                "sim",
-                "charger",
-                "--url",
-                f"ws://127.0.0.1:{server.port}/ocpp",
-                "--id",
+            sim_argv(
+                server,
                 "NEW1",
-                "--ocpp",
                 version,
                 "--state",
                 str(state_file),
                 "--max-backoff",
                 "1",
-            ],
+            ),
             name=f"new-charger-{version}",
         )
         await eventually(
