@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from cloud.api_errors import field_error
+from cloud.api_common import RequestBody, field_error
 from cloud.api_people import site_view
 from cloud.api_scheduling import _GATEWAY, ChargerPath, Db, GatewayPath, SiteSettings
 from cloud.auth import (
@@ -58,11 +58,7 @@ _EV_CHARGING_W = 1000.0
 _EV_IDLE_W = 200.0
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ClaimBody(_Body):
+class ClaimBody(RequestBody):
     claim_code: Annotated[
         str, Field(min_length=4, max_length=64, pattern=r"^[A-Za-z0-9 \-]+$")
     ]
@@ -73,7 +69,7 @@ class SiteCreate(SiteSettings):
     owner_email: Annotated[str, Field(pattern=_EMAIL, max_length=254)]
 
 
-class MeterSettings(_Body):
+class MeterSettings(RequestBody):
     type: Literal["glow", "tasmota", "shelly", "manual"]
     topic: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
         default=None,

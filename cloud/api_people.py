@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from cloud.api_errors import field_error
+from cloud.api_common import RequestBody, field_error
 from cloud.api_scheduling import Db, GatewayPath, UtcDatetime
 from cloud.auth import (
     VISIBLE_GATEWAYS,
@@ -52,16 +52,12 @@ LIVE_POWER_MAX_AGE = timedelta(minutes=5)
 SLOT = timedelta(milliseconds=SLOT_MS)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginBody(_Body):
+class LoginBody(RequestBody):
     email: Annotated[str, Field(pattern=_EMAIL, max_length=254)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
-class ManualReading(_Body):
+class ManualReading(RequestBody):
     ts: UtcDatetime = Field(description="when the register was read")
     register_kwh: Annotated[float, Field(ge=0, le=1e9)] = Field(
         description="the import register as the meter displays it, kWh"

@@ -24,14 +24,12 @@ from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
-from cloud.api_errors import field_error
+from cloud.api_common import RequestBody, field_error
 from cloud.auth import Access, Principal, User, gateway_access, require_role
 from cloud.scheduler import store_tariff
 from protocols.lease import SLOT_MS
@@ -66,11 +64,7 @@ ChargerPath = Annotated[str, Path(pattern=_CHARGER)]
 TariffPath = Annotated[str, Path(pattern=_TARIFF)]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SiteSettings(_Body):
+class SiteSettings(RequestBody):
     main_fuse_a: Annotated[float, Field(gt=0, le=2000)]
     phases: Literal[1, 3] = 1
     voltage_v: Annotated[float, Field(gt=0, le=1000)] = 230.0
@@ -90,7 +84,7 @@ class SiteSettings(_Body):
         return v
 
 
-class ChargerSettings(_Body):
+class ChargerSettings(RequestBody):
     connector_id: Annotated[int, Field(ge=1, le=64)] = 1
     max_power_w: Annotated[float, Field(gt=0, le=1_000_000)] = 7400.0
     min_power_w: Annotated[float, Field(ge=0, le=1_000_000)] | None = None
@@ -104,7 +98,7 @@ class ChargerSettings(_Body):
         return self
 
 
-class Preferences(_Body):
+class Preferences(RequestBody):
     mode: Literal["smart", "boost", "off"] = "smart"
     ready_by: Annotated[str, Field(pattern=_HHMM, description="HH:MM, site time")] = (
         "07:30"
@@ -130,7 +124,7 @@ class Preferences(_Body):
         return self
 
 
-class BoostBody(_Body):
+class BoostBody(RequestBody):
     until: UtcDatetime | None = None
     duration_min: Annotated[int, Field(ge=1, le=7 * 24 * 60)] | None = None
 
@@ -141,7 +135,7 @@ class BoostBody(_Body):
         return self
 
 
-class PriceSlot(_Body):
+class PriceSlot(RequestBody):
     slot_start: UtcDatetime
     price_p_per_kwh: Annotated[float, Field(ge=-1000, le=1000)] | None = None
     carbon_g_per_kwh: Annotated[float, Field(ge=0, le=5000)] | None = None

@@ -734,6 +734,12 @@ async def test_every_endpoint_needs_a_token(installed: World) -> None:
             {"gateway_id": "gw-a", "owner_email": "a@b.c", "main_fuse_a": -1},
             "main_fuse_a",
         ),
+        (
+            "POST",
+            "/v1/sites",
+            {"gateway_id": "gw-a", "owner_email": "a@b.c", "main_fuse_a": True},
+            "main_fuse_a",
+        ),
         ("PUT", "/v1/gateways/gw-a/meters/m-x", {}, "type"),
         ("PUT", "/v1/gateways/gw-a/meters/m-x", {"type": "glow"}, "topic"),
         (
