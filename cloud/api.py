@@ -22,7 +22,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from cloud.api_common import field_error
+from cloud.api_errors import field_error
 from cloud.api_installer import add_installer_routes
 from cloud.api_people import add_people_routes
 from cloud.api_scheduling import (

@@ -32,7 +32,7 @@ from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field, field_validator, model_validator
 
-from cloud.api_common import RequestBody, field_error
+from cloud.api_errors import field_error
 from cloud.api_people import site_view
 from cloud.api_scheduling import _GATEWAY, ChargerPath, Db, GatewayPath, SiteSettings
 from cloud.auth import (
@@ -46,6 +46,7 @@ from cloud.auth import (
     require_role,
     too_many,
 )
+from protocols.bodies import RequestBody
 
 log = logging.getLogger("fusebox.cloud.api")
 

@@ -18,7 +18,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from pydantic import Field, field_validator
 
-from cloud.api_common import RequestBody, field_error
+from cloud.api_errors import field_error
 from cloud.api_scheduling import Db, GatewayPath, UtcDatetime
 from cloud.auth import (
     VISIBLE_GATEWAYS,
@@ -35,6 +35,7 @@ from cloud.auth import (
     too_many,
     verify_password,
 )
+from protocols.bodies import RequestBody
 from protocols.lease import SLOT_MS
 
 _METER = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"

@@ -29,9 +29,10 @@ from pydantic import (
     model_validator,
 )
 
-from cloud.api_common import RequestBody, field_error
+from cloud.api_errors import field_error
 from cloud.auth import Access, Principal, User, gateway_access, require_role
 from cloud.scheduler import store_tariff
+from protocols.bodies import RequestBody
 from protocols.lease import SLOT_MS
 
 _GATEWAY = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"

@@ -80,6 +80,7 @@ from edge.ocpp.config import ChargerConfig, OcppVersion
 from edge.ocpp.server import ChargerState, OcppServer
 from edge.outbox import Outbox
 from edge.uplink import Uplink
+from protocols.bodies import RequestBody
 
 __all__ = [
     "ApproveBody",
@@ -129,11 +130,7 @@ class NotSaved(LocalApiError):
 # -- request bodies ------------------------------------------------------------
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ApproveBody(_Body):
+class ApproveBody(RequestBody):
     """What the installer tells about a pending charger to accept it."""
 
     password: SecretStr = Field(
@@ -153,11 +150,11 @@ class ApproveBody(_Body):
     phase: Literal[1, 2, 3] = 1
 
 
-class SiteBody(_Body):
+class SiteBody(RequestBody):
     main_fuse_a: float = Field(gt=0, le=2000, description="main fuse, A per phase")
 
 
-class BoostBody(_Body):
+class BoostBody(RequestBody):
     duration_min: float | None = Field(
         default=None, gt=0, le=24 * 60, description="unset: until the EV is unplugged"
     )

@@ -8,9 +8,10 @@
 
 The charge point connects to ``<url>/<id>`` (HTTP Basic auth with ``--password``,
 or with the password the CSMS set: 1.6 ``AuthorizationKey``, 2.0.1
-``SecurityCtrlr.BasicAuthPassword``, kept in the state file), boots, sends heartbeats and StatusNotifications, and runs transactions from a
-scenario: ``--plug-in-after``/``--unplug-after`` or ``--scenario FILE``, a JSON list
-of timed actions (seconds after start)::
+``SecurityCtrlr.BasicAuthPassword``, kept in the state file), boots, sends
+heartbeats and StatusNotifications, and runs transactions from a scenario:
+``--plug-in-after``/``--unplug-after`` or ``--scenario FILE``, a JSON list of timed
+actions (seconds after start)::
 
     [{"at": 2, "action": "plug", "connector": 1},
      {"at": 3, "action": "start", "connector": 1, "id_tag": "TAG1"},

@@ -394,6 +394,7 @@ async def test_fuse_change_is_applied_live_and_survives_a_restart(
             {"main_fuse_a": 0},
             {"main_fuse_a": "big"},
             {"main_fuse_a": 7.5},  # not over the 2 A margin plus one EV's 6 A
+            {"main_fuse_a": True},  # JSON true is not a number
             {},
             {"fuse": 40},
         ]
