@@ -119,7 +119,12 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
         log.warning("api: %s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(
             status_code=422,
-            content={"detail": [{"loc": [], "msg": f"invalid input: {exc}"}]},
+            # the published ValidationError shape; which field is not known here
+            content={
+                "detail": [
+                    {"loc": [], "msg": f"invalid input: {exc}", "type": "value_error"}
+                ]
+            },
         )
 
     @app.get("/healthz")

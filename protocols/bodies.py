@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 def _reads_bool_as_number(annotation: Any) -> bool:
@@ -24,24 +24,21 @@ def _reads_bool_as_number(annotation: Any) -> bool:
 
 
 class RequestBody(BaseModel):
-    """A JSON request body: unknown fields are refused, and so is a JSON boolean
-    for a number (pydantic's lax mode would read ``true`` as 1, which the
-    published schema does not allow; other types refuse a boolean themselves)."""
+    """A JSON request body. Refused, each at the field's own location: unknown
+    fields; a JSON boolean for a number (pydantic's lax mode would read ``true`` as
+    1, which the published schema does not allow; other types refuse a boolean
+    themselves); text with a NUL character (PostgreSQL text cannot hold one)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    @model_validator(mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_numbers(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        bad = [
-            name
-            for name, field in cls.model_fields.items()
-            if isinstance(data.get(name), bool)
-            and _reads_bool_as_number(field.annotation)
-        ]
-        if not bad:
-            return data
-        # as text the value fails the field's own validation, at the field's loc
-        return {**data, **{name: str(data[name]).lower() for name in bad}}
+    def _plain_json(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("text must not contain NUL characters (\\u0000)")
+        elif isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _reads_bool_as_number(field.annotation):
+                raise ValueError("a JSON boolean (true/false) is not a number")
+        return value

@@ -740,6 +740,13 @@ async def test_every_endpoint_needs_a_token(installed: World) -> None:
             {"gateway_id": "gw-a", "owner_email": "a@b.c", "main_fuse_a": True},
             "main_fuse_a",
         ),
+        # PostgreSQL text cannot hold NUL: refused before it gets there
+        (
+            "POST",
+            "/v1/auth/login",
+            {"email": "a\x00@b.example", "password": "x"},
+            "email",
+        ),
         ("PUT", "/v1/gateways/gw-a/meters/m-x", {}, "type"),
         ("PUT", "/v1/gateways/gw-a/meters/m-x", {"type": "glow"}, "topic"),
         (

@@ -1,5 +1,5 @@
-"""protocols.bodies.RequestBody: unknown fields and JSON booleans where the field
-is not a boolean are refused, each at the field's own location."""
+"""protocols.bodies.RequestBody: unknown fields, JSON booleans for numbers and
+text with NUL characters are refused, each at the field's own location."""
 
 from __future__ import annotations
 
@@ -43,3 +43,10 @@ def test_booleans_numbers_and_unknown_fields() -> None:
     # not a mapping: left to pydantic's own error
     with pytest.raises(ValidationError):
         Sample.model_validate([1, 2])
+
+
+def test_text_with_a_nul_character_is_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Sample.model_validate({"name": "a\x00b"})
+    (error,) = refused.value.errors()
+    assert error["loc"] == ("name",) and "NUL" in error["msg"]
