@@ -986,10 +986,14 @@ async def test_on_a_simulated_clock(version: str, tmp_path: Path) -> None:
     assert times and times == sorted(times)
     assert datetime(2025, 1, 15, 18, 0, 30, tzinfo=UTC) <= times[0]
     assert times[-1] <= datetime(2025, 1, 15, 18, 30, 30, tzinfo=UTC)
-    # every simulated minute (the clock runs 10 simulated minutes a real second)
+    # every simulated minute (the clock runs 10 simulated minutes a real second,
+    # so a 0.1 s stall of a busy machine is a simulated minute: the median gap is
+    # the interval, none is short, and a stall may stretch one)
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    assert 20 <= len(meters) <= 32, times
-    assert all(40 <= gap <= 100 for gap in gaps if gap > 1), gaps
+    assert 15 <= len(meters) <= 32, times
+    steady = sorted(gap for gap in gaps if gap > 1)
+    assert steady and 50 <= steady[len(steady) // 2] <= 70, gaps
+    assert steady[0] >= 40 and steady[-1] <= 300, gaps
     early = [power_of(r) for r, t in zip(meters, times, strict=True) if t.minute < 14]
     late = [power_of(r) for r, t in zip(meters, times, strict=True) if t.minute >= 16]
     assert early and all(p == pytest.approx(11_000, abs=1) for p in early)
