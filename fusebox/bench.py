@@ -88,7 +88,8 @@ async def _count(dsn: str) -> int:
         await conn.close()
 
 
-async def _create_db(admin_dsn: str, name: str, drop: bool = False) -> None:
+async def create_db(admin_dsn: str, name: str, *, drop: bool = False) -> None:
+    """Create (or, with ``drop``, force-drop) the benchmark's own database."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         if drop:
@@ -120,12 +121,12 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             mqtt_url = broker.url
             shared = "yes" if broker.supports_shared_subscriptions else "no"
         dbname = f"fusebox_bench_{os.getpid()}"
-        asyncio.run(_create_db(admin, dbname))
+        asyncio.run(create_db(admin, dbname))
         dsn = _with_database(admin, dbname)
         try:
             return _measure(args, state, dsn, mqtt_url, shared)
         finally:
-            asyncio.run(_create_db(admin, dbname, drop=True))
+            asyncio.run(create_db(admin, dbname, drop=True))
     finally:
         for stop in reversed(stops):
             stop()

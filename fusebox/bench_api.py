@@ -47,6 +47,8 @@ import asyncpg
 import httpx
 import psutil
 
+from fusebox.bench import create_db
+
 PASSWORD = "bench-password-1"
 CHARGER = "CP-1"
 SITE_METER = "main"
@@ -531,17 +533,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: Path) -> None
     raise SystemExit("[bench api] the API did not answer /healthz within 60 s")
 
 
-async def _create_db(admin_dsn: str, name: str, *, drop: bool = False) -> None:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
 def run_api_bench(args: argparse.Namespace) -> int:
     from fusebox import embedded
 
@@ -564,8 +555,8 @@ def run_api_bench(args: argparse.Namespace) -> int:
             admin = pg.admin_dsn
             where = "embedded"
         dbname = f"fusebox_bench_api_{os.getpid()}_{secrets.token_hex(3)}"
-        asyncio.run(_create_db(admin, dbname))
-        stops.append(lambda: asyncio.run(_create_db(admin, dbname, drop=True)))
+        asyncio.run(create_db(admin, dbname))
+        stops.append(lambda: asyncio.run(create_db(admin, dbname, drop=True)))
         dsn = _with_database(admin, dbname)
         _log(f"PostgreSQL ({where}): database {dbname}; seeding {n} owners ...")
         t0 = time.perf_counter()

@@ -112,6 +112,7 @@ from protocols.ocpp import (
     to_ocpp16,
     to_ocpp201,
 )
+from simulators._args import add_clock_argument
 from simulators._signals import stop_on_signals
 from simulators.ev import VOLTAGE_V, EvBattery
 from simulators.ocpp_lib import (
@@ -365,13 +366,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="simulated EV seconds per real second with the real clock (default 1)",
     )
-    parser.add_argument(
-        "--clock",
-        default=None,
-        metavar="SPEC",
-        help="'real' or sim:<ISO start>@<real anchor>x<speed>, shared with the "
-        "other processes of a scenario (default: $FUSEBOX_CLOCK, else real)",
-    )
+    add_clock_argument(parser)
     parser.add_argument(
         "--power-file",
         default=None,

@@ -82,6 +82,7 @@ from protocols.meters import (
 )
 from protocols.readings import ts_to_ms
 from protocols.urls import BadURL, MqttTarget, parse_mqtt_url
+from simulators._args import add_clock_argument
 from simulators._signals import stop_on_signals
 from simulators.household import HouseholdLoad, MeterSample, PhaseSample
 
@@ -654,13 +655,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="real seconds between publishes (default 10); simulated seconds "
         "between readings when --clock is simulated",
     )
-    parser.add_argument(
-        "--clock",
-        default=None,
-        metavar="SPEC",
-        help="'real' or sim:<ISO start>@<real anchor>x<speed>, shared with the "
-        "other processes of a scenario (default: $FUSEBOX_CLOCK, else real)",
-    )
+    add_clock_argument(parser)
     parser.add_argument(
         "--add-load-file",
         action="append",
