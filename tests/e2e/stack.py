@@ -216,9 +216,9 @@ listen = "127.0.0.1:{self.metrics_port}"
 
         await eventually(subscribed, timeout_s=timeout(30), message="edge subscribed")
 
-    def start_meter(
-        self, device: str, *, count: int, interval_s: float = 0.05, resume: bool = False
-    ) -> Proc:
+    def _run_meter(self, device: str, *flags: str) -> Proc:
+        """``fusebox sim meter`` for ``device`` on the site broker, with its ledger
+        and ``flags``."""
         m = self.meters[device]
         argv = [
             "fusebox",
@@ -230,23 +230,24 @@ listen = "127.0.0.1:{self.metrics_port}"
             m.format,
             "--device",
             device,
-            "--interval",
-            str(interval_s),
-            "--step",
-            "10",
-            "--count",
-            str(count),
             "--ledger",
             str(m.ledger),
             "--max-backoff",
             "1",
             "--log-every",
             "5",
+            *flags,
         ]
-        if resume:
-            argv.append("--resume-ledger")
         m.proc = self.procs.start(argv, name=f"meter-{device}")
         return m.proc
+
+    def start_meter(
+        self, device: str, *, count: int, interval_s: float = 0.05, resume: bool = False
+    ) -> Proc:
+        flags = ["--interval", str(interval_s), "--step", "10", "--count", str(count)]
+        if resume:
+            flags.append("--resume-ledger")
+        return self._run_meter(device, *flags)
 
     async def wait_meters_done(self, timeout_s: float) -> None:
         for m in self.meters.values():
@@ -338,31 +339,9 @@ listen = "127.0.0.1:{self.metrics_port}"
         """A meter on the simulated ``clock``: a reading every ``interval_s``
         simulated seconds, with its ledger; ``extra`` flags such as
         ``--add-load-file``."""
-        m = self.meters[device]
-        argv = [
-            "fusebox",
-            "sim",
-            "meter",
-            "--broker",
-            self.site.url,
-            "--format",
-            m.format,
-            "--device",
-            device,
-            "--clock",
-            clock,
-            "--interval",
-            str(interval_s),
-            "--ledger",
-            str(m.ledger),
-            "--max-backoff",
-            "1",
-            "--log-every",
-            "5",
-            *(extra or []),
-        ]
-        m.proc = self.procs.start(argv, name=f"meter-{device}")
-        return m.proc
+        return self._run_meter(
+            device, "--clock", clock, "--interval", str(interval_s), *(extra or [])
+        )
 
     # ------------------------------------------------------------------ observing
 
