@@ -38,8 +38,10 @@ Access rules (topics under ``fusebox/v1/gw/``):
 ==============  ===========================================  ======================
 account         may publish                                  may subscribe/receive
 ==============  ===========================================  ======================
-gateway ``G``   ``G/up/#``                                   ``G/down/#``
-cloud           ``+/down/#``                                 ``+/up/#``, also as
+gateway ``G``   ``G/up/#``                                   ``G/down/#``, and
+                                                             ``fusebox/v1/cloud/
+                                                             ingest/+``
+cloud           ``+/down/#``, ``fusebox/v1/cloud/ingest/+``  ``+/up/#``, also as
                                                              ``$share/<group>/...``
 ==============  ===========================================  ======================
 
@@ -100,7 +102,7 @@ from aiomqtt.exceptions import MqttConnectError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocols.contract import TOPIC_ROOT
+from protocols.contract import INGEST_PRESENCE_FILTER, TOPIC_ROOT
 from protocols.urls import BadURL, MqttTarget, parse_mqtt_url
 
 __all__ = [
@@ -209,22 +211,27 @@ def _acl(
 
 
 def gateway_acls(gateway_id: str) -> list[dict[str, Any]]:
-    """Publish on its own ``up/#``; subscribe to and receive only its own ``down/#``."""
+    """Publish on its own ``up/#``; subscribe to and receive only its own ``down/#``
+    and the ingest workers' presence (read-only, names no gateway)."""
     root = f"{TOPIC_ROOT}/{_check_gateway_id(gateway_id)}"
     return [
         _acl("publishClientSend", f"{root}/up/#"),
         _acl("subscribePattern", f"{root}/down/#"),
         _acl("publishClientReceive", f"{root}/down/#"),
+        _acl("subscribePattern", INGEST_PRESENCE_FILTER),
+        _acl("publishClientReceive", INGEST_PRESENCE_FILTER),
         # Whatever a broader subscription might match, deliver nothing else.
         _acl("publishClientReceive", "#", allow=False, priority=0),
     ]
 
 
 def cloud_acls() -> list[dict[str, Any]]:
-    """Read every gateway's ``up/#`` (plain or ``$share``), write every ``down/#``."""
+    """Read every gateway's ``up/#`` (plain or ``$share``), write every ``down/#``
+    and the ingest workers' presence."""
     up = f"{TOPIC_ROOT}/+/up/#"
     return [
         _acl("publishClientSend", f"{TOPIC_ROOT}/+/down/#"),
+        _acl("publishClientSend", INGEST_PRESENCE_FILTER),
         _acl("subscribePattern", up),
         _acl("subscribePattern", f"$share/+/{up}"),
         _acl("publishClientReceive", up),

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -341,6 +343,13 @@ class IngestWorker:
             queue_max
         )
         self.client_id = client_id or f"fusebox-ingest-{random.getrandbits(32):08x}"
+        # the presence topic names the worker; a client id that cannot be a topic
+        # level (a "/" or "+" in it) is replaced by a stable hash of it
+        worker = self.client_id
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}", worker):
+            worker = "w" + hashlib.sha256(worker.encode()).hexdigest()[:16]
+        self._presence_worker = worker
+        self._presence_topic = contract.ingest_presence(worker)
         self.rng = rng or random.Random()
         self.store = BatchStore()
         self.metrics = IngestMetrics()
@@ -377,7 +386,12 @@ class IngestWorker:
                 m = self.mqtt
                 try:
                     async with cloud_client(
-                        m, self.client_id, max_inflight_messages=100
+                        m,
+                        self.client_id,
+                        max_inflight_messages=100,
+                        will=aiomqtt.Will(
+                            self._presence_topic, b"", qos=1, retain=True
+                        ),
                     ) as client:
                         for f in filters:
                             await client.subscribe(f, qos=1)
@@ -388,15 +402,12 @@ class IngestWorker:
                             m.url(),
                         )
                         attempt = 0
+                        await self._announce(client)
                         self.ready.set()
-                        async with asyncio.TaskGroup() as tg:
-                            tg.create_task(self._receive(client), name="ingest-receive")
-                            for i in range(self.concurrency):
-                                tg.create_task(
-                                    self._process(client), name=f"ingest-db-{i}"
-                                )
-                            tg.create_task(self._report(), name="ingest-report")
-                            tg.create_task(self._side_writer(), name="ingest-side")
+                        try:
+                            await self._serve(client)
+                        finally:
+                            await self._say_gone(client)
                 except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
                     if attempt == 0:
@@ -411,6 +422,32 @@ class IngestWorker:
                     attempt += 1
         finally:
             await self._pool.close()
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._receive(client), name="ingest-receive")
+            for i in range(self.concurrency):
+                tg.create_task(self._process(client), name=f"ingest-db-{i}")
+            tg.create_task(self._report(), name="ingest-report")
+            tg.create_task(self._side_writer(), name="ingest-side")
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        """Say (retained) that this worker is subscribed: edges resend at once the
+        batches they published while no worker was, or whose answer a lost worker
+        took with it, instead of waiting out their ack timeout."""
+        presence = contract.IngestPresence(
+            worker=self._presence_worker, sent_ms=int(time.time() * 1000)
+        )
+        await client.publish(
+            self._presence_topic, contract.pack(presence), qos=1, retain=True
+        )
+
+    async def _say_gone(self, client: aiomqtt.Client) -> None:
+        """Clear the presence on a clean stop (a crash leaves it to the will).
+        Best effort: the connection may be what failed."""
+        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+            async with asyncio.timeout(2):
+                await client.publish(self._presence_topic, b"", qos=1, retain=True)
 
     def _drain_queue(self) -> None:
         while not self.queue.empty():

@@ -62,6 +62,7 @@ class EdgeAgent:
                 batch_max_records=u.batch_max_records,
                 window=u.window,
                 ack_timeout_s=u.ack_timeout_s,
+                linger_s=u.linger_s,
                 resend=Backoff(u.retry_base_s, u.retry_cap_s),
                 status_interval_s=u.status_interval_s,
                 software=SOFTWARE,
@@ -233,6 +234,12 @@ class EdgeAgent:
                 "batches resent for want of an ack",
                 {},
                 u.timeouts,
+            ),
+            (
+                "fusebox_uplink_resent_on_presence_total",
+                "batches resent at once because an ingest worker came or went",
+                {},
+                u.resent_on_presence,
             ),
             (
                 "fusebox_uplink_records_acked_total",

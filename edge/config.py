@@ -84,6 +84,12 @@ class UplinkSettings(_Strict):
     batch_max_records: int = Field(default=5000, ge=1, le=20_000)
     window: int = Field(default=4, ge=1, le=64)
     ack_timeout_s: float = Field(default=30, gt=0, le=600)
+    linger_s: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="live readings wait this long to share a batch (0: send at once)",
+    )
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_cap_s: float = Field(default=60, gt=0)
     status_interval_s: float = Field(default=10, gt=0)

@@ -689,6 +689,12 @@ class Outbox:
             if self._closing:
                 return
 
+    @property
+    def last_seq(self) -> int:
+        """The highest sequence number committed so far (read without a hop to
+        the outbox thread: the counters are swapped in whole after each commit)."""
+        return self.store.counters["last_seq"]
+
     # convenience wrappers for the uplink and metrics
     async def read(self, from_seq: int, to_seq: int | None, limit: int) -> list[Row]:
         rows: list[Row] = await self.call(self.store.read, from_seq, to_seq, limit)

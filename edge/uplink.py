@@ -67,6 +67,10 @@ class SendPlan:
     in_flight: dict[int, _InFlight] = field(default_factory=dict)
     retry: list[tuple[float, int, int, int]] = field(default_factory=list)
     paused_until: float = 0.0
+    # live records wait up to ``linger_s`` for company, so a site's meters share
+    # one batch (and one cloud transaction) instead of each taking its own
+    linger_s: float = 0.0
+    live_since: float | None = None
 
     def __post_init__(self) -> None:
         self.backlog_next = self.acked_through + 1
@@ -86,9 +90,37 @@ class SendPlan:
                 return first, last, attempt
         return None
 
+    def live_ready(self, now: float, waiting: int, batch_max: int) -> bool:
+        """Whether the ``waiting`` live records should go now: a full batch goes at
+        once, a smaller one once the oldest of them has lingered ``linger_s``."""
+        if waiting <= 0:
+            self.live_since = None
+            return False
+        if self.live_since is None:
+            self.live_since = now
+        return waiting >= batch_max or now - self.live_since >= self.linger_s
+
+    def live_taken(self) -> None:
+        """The waiting live records went into a batch; the next ones linger anew."""
+        self.live_since = None
+
+    def resend_in_flight(self, now: float) -> list[tuple[int, int]]:
+        """Every batch in flight is due again now (their answers were lost with an
+        ingest worker, or nobody was subscribed when they went); returns them. The
+        attempt count stays: this is no failure of the link, so no longer backoff.
+        A pause the cloud asked for (``busy``) still holds."""
+        gone = list(self.in_flight.values())
+        self.in_flight.clear()
+        for f in gone:
+            self.retry.append((now, f.first, f.last, f.attempt))
+        self.retry.sort()
+        return [(f.first, f.last) for f in gone]
+
     def next_wakeup(self, now: float) -> float:
         """Seconds until something may need doing without outside input."""
         candidates = [self.paused_until - now]
+        if self.live_since is not None:
+            candidates.append(self.live_since + self.linger_s - now)
         candidates += [at - now for at, *_ in self.retry]
         candidates += [
             f.sent_at + self.ack_timeout_s - now for f in self.in_flight.values()
@@ -135,6 +167,18 @@ class SendPlan:
         return self.in_flight.pop(first, None) is not None
 
 
+def _codes(granted: Any) -> list[Any]:
+    """paho/aiomqtt hand back SUBACK codes as ints (3.1.1) or ReasonCodes (5)."""
+    if isinstance(granted, list | tuple):
+        return list(granted)
+    return [granted]
+
+
+def _refused(code: Any) -> bool:
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
+
+
 @dataclass(slots=True)
 class UplinkConfig:
     gateway_id: str
@@ -143,6 +187,7 @@ class UplinkConfig:
     batch_max_records: int = 5000
     window: int = 4
     ack_timeout_s: float = 30.0
+    linger_s: float = 0.5
     reconnect: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
     resend: Backoff = field(default_factory=lambda: Backoff(1.0, 60.0))
     status_interval_s: float = 10.0
@@ -161,6 +206,7 @@ class UplinkMetrics:
     timeouts: int = 0
     reconnects: int = 0
     records_acked: int = 0
+    resent_on_presence: int = 0
 
 
 class Uplink:
@@ -245,6 +291,7 @@ class Uplink:
                     attempt = 0
                     self.metrics.connected = True
                     await client.subscribe(contract.down_filter(gw), qos=1)
+                    await self._subscribe_presence(client)
                     await client.publish(
                         contract.up_status(gw),
                         await self.status_payload(),
@@ -314,6 +361,9 @@ class Uplink:
             if not isinstance(payload, bytes | bytearray):
                 continue
             topic = message.topic.value
+            if message.topic.matches(contract.INGEST_PRESENCE_FILTER):
+                self._presence(topic, bytes(payload), retained=bool(message.retain))
+                continue
             if topic != ack_topic:
                 if self.on_down is not None:
                     leaf = topic.split("/", 4)[-1] if topic.count("/") >= 4 else topic
@@ -336,6 +386,42 @@ class Uplink:
                 continue
             await self._handle_answer(answer)
             self._answer.set()
+
+    async def _subscribe_presence(self, client: aiomqtt.Client) -> None:
+        """Follow the ingest workers' presence (see ``contract.ingest_presence``).
+        A broker whose ACL predates it refuses the subscription: then a lost
+        answer is resent after ``ack_timeout_s`` only, as before."""
+        granted = await client.subscribe(contract.INGEST_PRESENCE_FILTER, qos=1)
+        if any(_refused(code) for code in _codes(granted)):
+            log.info(
+                "uplink: the cloud broker refuses %s; a batch whose answer is lost "
+                "is resent after %.0f s",
+                contract.INGEST_PRESENCE_FILTER,
+                self.cfg.ack_timeout_s,
+            )
+
+    def _presence(self, topic: str, payload: bytes, *, retained: bool) -> None:
+        """An ingest worker came (a presence) or went (an empty payload). Retained
+        copies arrive on every subscribe and say nothing new; a live one means
+        batches in flight may have no one to answer them: resend them now."""
+        try:
+            contract.unpack_presence(payload)
+        except contract.ContractError as exc:
+            log.warning("uplink: ignoring malformed presence on %s: %s", topic, exc)
+            return
+        plan = self._plan
+        if retained or plan is None:
+            return
+        again = plan.resend_in_flight(self.clock())
+        if again:
+            self.metrics.resent_on_presence += len(again)
+            log.info(
+                "uplink: ingest %s %s; resending %d batch(es) in flight now",
+                topic.rsplit("/", 1)[-1],
+                "came" if payload else "went",
+                len(again),
+            )
+        self._answer.set()
 
     async def _handle_answer(
         self, answer: contract.Ack | contract.Busy | contract.Reject
@@ -388,6 +474,7 @@ class Uplink:
             ack_timeout_s=self.cfg.ack_timeout_s,
             backoff=self.cfg.resend,
             rng=self.rng,
+            linger_s=self.cfg.linger_s,
         )
         self._plan = plan
         backlog_end = stats.last_seq  # backlog region is acked_through+1 .. backlog_end
@@ -443,12 +530,15 @@ class Uplink:
     ) -> tuple[int, int, int, list[Row] | None] | None:
         """The next range to send: ``(first, last, attempt, rows or None)``."""
         limit = self.cfg.batch_max_records
-        # 1. live records, newest region first
-        rows = await self.outbox.read(plan.live_next, None, limit)
-        if rows:
-            first, last = plan.live_next, rows[-1].seq
-            plan.live_next = last + 1
-            return first, last, 0, rows
+        # 1. live records, newest region first, once they have lingered
+        waiting = self.outbox.last_seq - plan.live_next + 1
+        if plan.live_ready(now, waiting, limit):
+            rows = await self.outbox.read(plan.live_next, None, limit)
+            if rows:
+                first, last = plan.live_next, rows[-1].seq
+                plan.live_next = last + 1
+                plan.live_taken()
+                return first, last, 0, rows
         # 2. batches due for a resend (rows are read again: some may be pruned)
         due = plan.due_retry(now)
         if due is not None:

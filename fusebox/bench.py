@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -100,12 +102,14 @@ async def create_db(admin_dsn: str, name: str, *, drop: bool = False) -> None:
         await conn.close()
 
 
-def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def bench_targets(state: Path) -> Iterator[tuple[str, str, str]]:
+    """``(dsn, mqtt_url, shared)`` for one benchmark run: ``FUSEBOX_DATABASE_URL``
+    and ``FUSEBOX_CLOUD_MQTT_URL`` if set, else embedded servers under ``state``;
+    the run gets a database of its own, dropped afterwards. ``shared`` is the
+    ingest worker's ``--shared`` answer for that broker."""
     from fusebox import embedded
 
-    state = Path(args.state_dir)
-    shutil.rmtree(state / "edge", ignore_errors=True)
-    (state / "edge").mkdir(parents=True, exist_ok=True)
     stops = []
     try:
         admin = os.environ.get("FUSEBOX_DATABASE_URL")
@@ -122,14 +126,48 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             shared = "yes" if broker.supports_shared_subscriptions else "no"
         dbname = f"fusebox_bench_{os.getpid()}"
         asyncio.run(create_db(admin, dbname))
-        dsn = _with_database(admin, dbname)
         try:
-            return _measure(args, state, dsn, mqtt_url, shared)
+            yield _with_database(admin, dbname), mqtt_url, shared
         finally:
             asyncio.run(create_db(admin, dbname, drop=True))
     finally:
         for stop in reversed(stops):
             stop()
+
+
+def start_ingest(dsn: str, mqtt_url: str, shared: str) -> subprocess.Popen[bytes]:
+    """Migrate, then start one ``fusebox cloud ingest`` process (quiet logs)."""
+    py = sys.executable
+    subprocess.run(
+        [py, "-m", "fusebox", "cloud", "migrate", "--database-url", dsn],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return subprocess.Popen(
+        [
+            py,
+            "-m",
+            "fusebox",
+            "--log-level",
+            "warning",
+            "cloud",
+            "ingest",
+            "--database-url",
+            dsn,
+            "--mqtt-url",
+            mqtt_url,
+            "--shared",
+            shared,
+        ],
+    )
+
+
+def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    state = Path(args.state_dir)
+    shutil.rmtree(state / "edge", ignore_errors=True)
+    (state / "edge").mkdir(parents=True, exist_ok=True)
+    with bench_targets(state) as (dsn, mqtt_url, shared):
+        return _measure(args, state, dsn, mqtt_url, shared)
 
 
 def _measure(
@@ -147,28 +185,7 @@ def _measure(
         f"{fill['outbox_bytes'] / 1e6:.1f} MB, edge peak RSS {fill['rss_mb']:.0f} MB",
         file=sys.stderr,
     )
-    subprocess.run(
-        [py, "-m", "fusebox", "cloud", "migrate", "--database-url", dsn],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    ingest = subprocess.Popen(
-        [
-            py,
-            "-m",
-            "fusebox",
-            "--log-level",
-            "warning",
-            "cloud",
-            "ingest",
-            "--database-url",
-            dsn,
-            "--mqtt-url",
-            mqtt_url,
-            "--shared",
-            shared,
-        ],
-    )
+    ingest = start_ingest(dsn, mqtt_url, shared)
     try:
         time.sleep(2.0)  # let the worker subscribe before the first batch
         drain = _run_json(
@@ -216,6 +233,10 @@ def _measure(
 def run_bench(args: argparse.Namespace) -> int:
     if args.name == "pipeline":
         result = run_pipeline(args)
+    elif args.name == "fleet":
+        from fusebox.bench_fleet import run_fleet
+
+        result = run_fleet(args)
     elif args.name == "ocpp":
         from fusebox.bench_ocpp import run_ocpp
 

@@ -12,7 +12,8 @@
     fusebox sim meter ...                 a simulated smart meter
     fusebox sim charger ...               a simulated OCPP charge point with an EV
     fusebox demo                          everything on embedded defaults, live view
-    fusebox bench NAME                    benchmarks (pipeline, ocpp, planner, api)
+    fusebox bench NAME                    benchmarks (pipeline, fleet, ocpp, planner,
+                                          api)
     fusebox tariffs generate --out DIR    the sample year of prices and carbon (CSV)
 
 Connection targets come from flags or the environment (``FUSEBOX_DATABASE_URL``,
@@ -614,8 +615,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from fusebox.bench_api import run_api_bench
 
         return run_api_bench(args)
-    if args.duration is None:  # the api bench's default differs
-        args.duration = 60.0
+    if args.duration is None:  # the api and fleet benches' defaults differ
+        args.duration = 20.0 if args.name == "fleet" else 60.0
+    if args.meter_interval is None:
+        args.meter_interval = 0.2 if args.name == "fleet" else 10.0
     from fusebox.bench import run_bench
 
     return run_bench(args)
@@ -803,16 +806,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is JSON")
-    bench.add_argument("name", choices=["pipeline", "ocpp", "planner", "api"])
+    bench.add_argument("name", choices=["pipeline", "fleet", "ocpp", "planner", "api"])
     bench.add_argument("--readings", type=int, default=1_000_000, help="pipeline")
     bench.add_argument("--chargers", type=int, default=2000, help="ocpp")
     bench.add_argument(
         "--duration",
         type=float,
         default=None,
-        help="ocpp: seconds (60); api: seconds per phase (15)",
+        help="ocpp: seconds (60); api: seconds per phase (15); fleet: per phase (20)",
     )
-    bench.add_argument("--meter-interval", type=float, default=10, help="ocpp")
+    bench.add_argument(
+        "--meter-interval",
+        type=float,
+        default=None,
+        help="ocpp: seconds between meter values (10); fleet: per meter (0.2)",
+    )
+    bench.add_argument("--gateways", type=int, default=50, help="fleet: gateways")
+    bench.add_argument(
+        "--linger", type=float, default=0.5, help="fleet: the edges' linger_s"
+    )
     bench.add_argument("--heartbeat-interval", type=float, default=60, help="ocpp")
     bench.add_argument("--state-dir", default="var/bench")
     bench.add_argument("--days", type=int, default=365, help="planner: nights")

@@ -10,6 +10,12 @@ Topics (all under ``fusebox/v1/gw/{gateway_id}/``)::
     down/schedule       cloud -> edge   Lease, retained (protocols.lease)
     down/cmd            cloud -> edge   Command (protocols.lease)
 
+and one cloud-wide topic, ``fusebox/v1/cloud/ingest/{worker}``: an IngestPresence,
+retained while that ingest worker is subscribed, cleared when it goes (its last
+will). An edge that sees one come or go resends the batches it has in flight at
+once: their answers may have been lost with the worker, or they were published
+while no worker was subscribed.
+
 Wire encoding: MessagePack. It is binary (a float is 9 bytes, not up to 24 characters
 of text), needs no schema compiler on either side, maps one to one onto the JSON
 data model so payloads stay inspectable (``msgpack.unpackb``), and packs/unpacks a
@@ -34,6 +40,7 @@ the cloud has not stored.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgpack
@@ -49,6 +56,8 @@ MAX_BATCH_RECORDS = 20_000
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 MAX_RETRY_AFTER_S = 3600.0
 
+CLOUD_ROOT = "fusebox/v1/cloud"
+_WORKER_ID = r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
 _GATEWAY_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _EARLIEST_MS = int(EARLIEST_TS.timestamp() * 1000)
 _LATEST_MS = int(LATEST_TS.timestamp() * 1000)
@@ -105,6 +114,20 @@ def ingest_filters(*, shared: bool) -> list[str]:
             f"$share/{INGEST_SHARE_GROUP}/{status}",
         ]
     return [batches, status]
+
+
+def ingest_presence(worker_id: str) -> str:
+    """``fusebox/v1/cloud/ingest/{worker_id}``: retained while an ingest worker is
+    subscribed (an ``IngestPresence``); cleared (empty retained payload, also its
+    last will) when it goes. Edges read it to resend a batch whose answer was lost
+    the moment an ingest subscription comes or goes, instead of after their ack
+    timeout. Old edges do not subscribe and lose nothing by it."""
+    if not re.fullmatch(_WORKER_ID, worker_id):
+        raise ContractError(f"bad ingest worker id {worker_id[:80]!r}")
+    return f"{CLOUD_ROOT}/ingest/{worker_id}"
+
+
+INGEST_PRESENCE_FILTER = f"{CLOUD_ROOT}/ingest/+"
 
 
 def gateway_of(topic: str) -> str:
@@ -239,6 +262,15 @@ class GatewayStatus(_Msg):
     claim_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
+class IngestPresence(_Msg):
+    """Retained on ``ingest_presence(worker)`` once the worker has subscribed."""
+
+    type: Literal["ingest"] = "ingest"
+    worker: Annotated[str, Field(pattern=_WORKER_ID)]
+    state: Literal["online"] = "online"
+    sent_ms: int = 0
+
+
 DownMessage = Annotated[Ack | Busy | Reject, Field(discriminator="type")]
 
 
@@ -301,6 +333,18 @@ def unpack_status(payload: bytes) -> GatewayStatus:
     data = _unpack(payload, 64 * 1024)
     try:
         return GatewayStatus.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(_short(exc)) from None
+
+
+def unpack_presence(payload: bytes) -> IngestPresence | None:
+    """An ingest worker's presence; ``None`` for the empty payload that says it
+    went (or a retained presence was cleared)."""
+    if not payload:
+        return None
+    data = _unpack(payload, 4 * 1024)
+    try:
+        return IngestPresence.model_validate(data)
     except ValidationError as exc:
         raise ContractError(_short(exc)) from None
 

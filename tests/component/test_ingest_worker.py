@@ -464,3 +464,42 @@ async def test_status_updates_the_gateway_row_and_the_last_will_marks_it_offline
     assert row is not None
     # the will carries zero counters: the backlog is what it says, thinned only rises
     assert tuple(row) == ("offline", 0, 7, "1.2.3")
+
+
+async def _retained_presence(broker: MosquittoServer) -> dict[str, bytes]:
+    """Every retained ingest presence a newly subscribing edge would get now."""
+    seen: dict[str, bytes] = {}
+    t = parse_mqtt_url(broker.url)
+    async with aiomqtt.Client(t.host, t.port, identifier="presence-reader") as c:
+        await c.subscribe(contract.INGEST_PRESENCE_FILTER, qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                async for m in c.messages:
+                    seen[m.topic.value] = bytes(m.payload)  # type: ignore[arg-type]
+    return seen
+
+
+async def test_presence_is_retained_while_subscribed_and_cleared_on_stop(
+    db: asyncpg.Connection, pg_dsn: str, mosquitto: MosquittoServer
+) -> None:
+    worker = make_worker(pg_dsn, mosquitto, client_id="ingest-p1")
+    topic = contract.ingest_presence("ingest-p1")
+    async with running(worker):
+        seen = await _retained_presence(mosquitto)
+        assert list(seen) == [topic]
+        presence = contract.unpack_presence(seen[topic])
+        assert presence is not None and presence.worker == "ingest-p1"
+    # a clean stop clears it: an edge subscribing later hears of no worker
+    assert await _retained_presence(mosquitto) == {}
+
+
+async def test_a_client_id_that_cannot_be_a_topic_level_is_hashed(
+    db: asyncpg.Connection, pg_dsn: str, mosquitto: MosquittoServer
+) -> None:
+    worker = make_worker(pg_dsn, mosquitto, client_id="ingest/+/odd id")
+    async with running(worker):
+        seen = await _retained_presence(mosquitto)
+    [topic] = seen
+    worker_id = topic.rsplit("/", 1)[-1]
+    assert worker_id.startswith("w") and len(worker_id) == 17
+    assert contract.ingest_presence(worker_id) == topic

@@ -247,3 +247,133 @@ async def test_status_retained_and_last_will_says_offline(
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await t
         await outbox.close()
+
+
+async def _announce_ingest(url: str, worker: str, *, gone: bool = False) -> None:
+    """Publish (retained) what an ingest worker says when it subscribes, or the
+    empty payload its last will leaves when it dies."""
+    t = parse_mqtt_url(url)
+    payload = b"" if gone else contract.pack(contract.IngestPresence(worker=worker))
+    async with aiomqtt.Client(t.host, t.port, identifier=f"fake-{worker}") as c:
+        await c.publish(contract.ingest_presence(worker), payload, qos=1, retain=True)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def test_a_batch_lost_with_its_ingest_is_resent_when_ingest_comes_back(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    # the first batch vanishes (published while no worker held it); the ack
+    # timeout is far beyond the test's patience, so only the presence can save it
+    cloud = FakeCloud(mosquitto.url, lambda b, n: None if n == 1 else ack(b))
+    async with running(
+        tmp_path, mosquitto, cloud, batch_max_records=50, ack_timeout_s=600
+    ) as (outbox, uplink):
+        await outbox.append(readings(50))
+        task = asyncio.create_task(uplink.run())
+        await eventually(
+            lambda: len(cloud.batches) == 1, timeout_s=timeout(10), message="sent"
+        )
+        await _announce_ingest(mosquitto.url, "ingest-a")
+        await eventually(
+            lambda: len(cloud.stored) == 50,
+            timeout_s=timeout(10),
+            message="resent when the worker announced itself",
+        )
+        await _stop(task)
+    assert uplink.metrics.timeouts == 0
+    assert uplink.metrics.resent_on_presence == 1
+    assert [b.first_seq for _, b in cloud.batches] == [1, 1]
+
+
+async def test_a_worker_going_away_resends_what_it_held(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    cloud = FakeCloud(mosquitto.url, lambda b, n: None if n == 1 else ack(b))
+    async with running(
+        tmp_path, mosquitto, cloud, batch_max_records=50, ack_timeout_s=600
+    ) as (outbox, uplink):
+        await outbox.append(readings(50))
+        task = asyncio.create_task(uplink.run())
+        await eventually(
+            lambda: len(cloud.batches) == 1, timeout_s=timeout(10), message="sent"
+        )
+        # the worker that held the batch dies: its will clears its presence
+        await _announce_ingest(mosquitto.url, "ingest-b", gone=True)
+        await eventually(
+            lambda: len(cloud.stored) == 50,
+            timeout_s=timeout(10),
+            message="resent when the worker went",
+        )
+        await _stop(task)
+    assert uplink.metrics.timeouts == 0
+    assert uplink.metrics.resent_on_presence == 1
+
+
+async def test_retained_presence_at_connect_resends_nothing(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    await _announce_ingest(mosquitto.url, "ingest-c")
+    cloud = FakeCloud(mosquitto.url, lambda b, n: ack(b) if n > 1 else None)
+    async with running(
+        tmp_path, mosquitto, cloud, batch_max_records=50, ack_timeout_s=600
+    ) as (outbox, uplink):
+        await outbox.append(readings(50))
+        task = asyncio.create_task(uplink.run())
+        await eventually(
+            lambda: len(cloud.batches) == 1, timeout_s=timeout(10), message="sent"
+        )
+        # the edge got the retained presence on subscribing: old news, no resend
+        await asyncio.sleep(1.0)
+        assert len(cloud.batches) == 1
+        assert uplink.metrics.resent_on_presence == 0
+        await _announce_ingest(mosquitto.url, "ingest-c")  # restarted: news
+        await eventually(
+            lambda: len(cloud.stored) == 50, timeout_s=timeout(10), message="resent"
+        )
+        await _stop(task)
+    assert uplink.metrics.resent_on_presence == 1
+
+
+async def _batches_for(
+    tmp_path: Path, broker: MosquittoServer, linger_s: float, messages: int
+) -> int:
+    """Batches the uplink sends for ``messages`` rounds of three meters 50 ms
+    apart, each meter's message its own commit."""
+    cloud = FakeCloud(broker.url, lambda b, n: ack(b))
+    async with running(tmp_path / f"l{linger_s}", broker, cloud, linger_s=linger_s) as (
+        outbox,
+        uplink,
+    ):
+        task = asyncio.create_task(uplink.run())
+        await eventually(
+            lambda: uplink.metrics.connected, timeout_s=timeout(10), message="up"
+        )
+        for i in range(messages):
+            for meter in ("m1", "m2", "m3"):
+                ts = T0 + timedelta(milliseconds=50 * i)
+                await outbox.append([Reading(meter, "power_w", ts, float(i))])
+            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: len(cloud.stored) == 3 * messages,
+            timeout_s=timeout(10),
+            message="all stored",
+        )
+        await _stop(task)
+    return uplink.metrics.batches_sent
+
+
+async def test_live_readings_of_several_meters_share_batches(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    """Three meters every 50 ms for 3 s: with a 0.5 s linger they go in a handful
+    of batches, not one batch (and one cloud transaction) per message."""
+    at_once = await _batches_for(tmp_path, mosquitto, 0.0, 60)
+    lingering = await _batches_for(tmp_path, mosquitto, 0.5, 60)
+    # 3 s of readings at 0.5 s: about 6 batches (a few more for scheduling slack)
+    assert lingering <= 12, (at_once, lingering)
+    assert at_once > 2 * lingering, (at_once, lingering)

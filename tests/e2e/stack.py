@@ -115,7 +115,9 @@ class Stack:
         self.meters[device] = m
         return m
 
-    def write_edge_config(self, *, cap_mb: float = 64) -> Path:
+    def write_edge_config(
+        self, *, ack_timeout_s: float = 3, cap_mb: float = 64
+    ) -> Path:
         meters = "\n".join(
             f'[[meters]]\ntype = "{m.format}"\nid = "{m.device}"\n'
             f'topic = "{sim_base_topic(m.format, m.device)}"\n'
@@ -133,7 +135,7 @@ cap_mb = {cap_mb}
 [uplink]
 batch_max_records = 500
 window = 4
-ack_timeout_s = 3
+ack_timeout_s = {ack_timeout_s}
 retry_base_s = 0.2
 retry_cap_s = 3
 status_interval_s = 1

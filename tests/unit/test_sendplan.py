@@ -259,6 +259,76 @@ def test_next_wakeup() -> None:
 # ---------------------------------------------------------------------- backoff
 
 
+# ----------------------------------------------------------------------- linger
+
+
+def test_live_records_linger_then_go_together() -> None:
+    plan = _plan()
+    plan.linger_s = 0.5
+    assert plan.live_ready(now=10.0, waiting=0, batch_max=100) is False
+    assert plan.live_since is None
+    # three meters' messages arrive over 0.4 s: they wait for each other
+    assert plan.live_ready(now=10.0, waiting=3, batch_max=100) is False
+    assert plan.live_ready(now=10.2, waiting=7, batch_max=100) is False
+    assert plan.next_wakeup(now=10.2) == pytest.approx(0.3)
+    assert plan.live_ready(now=10.4, waiting=12, batch_max=100) is False
+    # 0.5 s after the first one arrived, all twelve go in one batch
+    assert plan.live_ready(now=10.5, waiting=12, batch_max=100) is True
+    plan.live_taken()
+    assert plan.live_since is None
+    # the next record lingers anew from its own arrival
+    assert plan.live_ready(now=10.6, waiting=1, batch_max=100) is False
+    assert plan.live_ready(now=11.1, waiting=1, batch_max=100) is True
+
+
+def test_a_full_batch_does_not_linger() -> None:
+    plan = _plan()
+    plan.linger_s = 0.5
+    assert plan.live_ready(now=0.0, waiting=99, batch_max=100) is False
+    assert plan.live_ready(now=0.1, waiting=100, batch_max=100) is True
+
+
+def test_no_linger_sends_at_once() -> None:
+    plan = _plan()
+    assert plan.linger_s == 0.0
+    assert plan.live_ready(now=3.0, waiting=1, batch_max=100) is True
+
+
+# ------------------------------------------------------------- ingest presence
+
+
+def test_resend_in_flight_makes_every_batch_due_now_keeping_its_attempt() -> None:
+    plan = _plan(window=4, ack_timeout_s=30.0)
+    plan.sent(1, 10, now=0.0)
+    plan.sent(11, 20, now=1.0, attempt=2)
+    # without the presence signal these would wait for the 30 s timeout
+    assert plan.due_retry(now=2.0) is None
+    assert plan.resend_in_flight(now=2.0) == [(1, 10), (11, 20)]
+    assert plan.in_flight == {}
+    assert plan.has_room
+    assert plan.due_retry(now=2.0) == (1, 10, 0)
+    assert plan.due_retry(now=2.0) == (11, 20, 2)
+    assert plan.due_retry(now=2.0) is None
+
+
+def test_resend_in_flight_respects_a_busy_pause() -> None:
+    plan = _plan(rng=_FixedRandom(0.0))
+    plan.sent(1, 10, now=0.0)
+    plan.sent(11, 20, now=0.0)
+    plan.busy(1, 10, retry_after_s=5.0, now=1.0)
+    assert plan.resend_in_flight(now=2.0) == [(11, 20)]
+    assert plan.due_retry(now=2.0) is None  # paused until 6.0
+    # the batch resent for presence was due first; the busy one follows
+    assert plan.due_retry(now=6.0) == (11, 20, 0)
+    assert plan.due_retry(now=6.0) == (1, 10, 1)
+
+
+def test_resend_in_flight_with_nothing_in_flight_changes_nothing() -> None:
+    plan = _plan()
+    assert plan.resend_in_flight(now=1.0) == []
+    assert plan.retry == []
+
+
 def test_backoff_ceiling_doubles_up_to_the_cap() -> None:
     b = Backoff(0.5, 60.0)
     assert [b.ceiling(n) for n in range(9)] == [
