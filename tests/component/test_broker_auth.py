@@ -567,3 +567,29 @@ async def _use_sample_broker(tls_port: int, ca: Path) -> None:
     with pytest.raises(MqttConnectError):
         async with aiomqtt.Client("127.0.0.1", tls_port, tls_params=tls):
             pass
+
+
+async def test_ingest_presence_is_the_clouds_to_write_and_every_gateways_to_read(
+    broker: MosquittoServer, auth: DynsecBrokerAuth
+) -> None:
+    gw = await auth.issue_gateway_credentials("gw-a")
+    cloud = await auth.issue_cloud_credentials()
+    presence = contract.ingest_presence("ingest-1")
+    # a gateway may not forge a worker's coming or going (it would make every
+    # edge resend at once)
+    assert puback_code(broker, *gw, presence) == NOT_AUTHORIZED
+    async with connect(broker, *gw) as edge:
+        granted = await edge.subscribe(contract.INGEST_PRESENCE_FILTER, qos=1)
+        assert codes(granted) == [1]
+        # the ingest worker's will clears its presence when it dies
+        will = aiomqtt.Will(presence, b"", qos=1, retain=True)
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            broker.mqtt_port,
+            username=cloud[0],
+            password=cloud[1],
+            will=will,
+        ) as worker:
+            await worker.publish(presence, b"online", qos=1, retain=True)
+        message = await next_message(edge, timeout(5))
+        assert (str(message.topic), message.payload) == (presence, b"online")
