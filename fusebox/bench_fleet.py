@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import random
 import shutil
 import sys
@@ -237,6 +238,8 @@ def run_fleet(args: argparse.Namespace) -> dict[str, Any]:
     fleet_dir = state / "fleet"
     shutil.rmtree(fleet_dir, ignore_errors=True)
     fleet_dir.mkdir(parents=True, exist_ok=True)
+    # fifty uplinks' routine lines (connected, backlog) would bury the figures
+    logging.getLogger("fusebox.edge").setLevel(logging.WARNING)
     with bench_targets(state) as (dsn, mqtt_url, shared):
         ingest = start_ingest(dsn, mqtt_url, shared)
         try:

@@ -1,6 +1,7 @@
-"""``fusebox bench pipeline`` runs end to end (small) and its last line is the JSON
-the README documents; it loses nothing. Figures are not asserted: benchmarks print,
-tests check behaviour."""
+"""``fusebox bench pipeline``, ``fleet`` and ``ocpp`` run end to end (small), their
+last line is the JSON the README documents, and they lose nothing. Timings are not
+asserted (benchmarks print, tests check behaviour); the fleet bench's batching is
+behaviour, so it is."""
 
 from __future__ import annotations
 
@@ -56,6 +57,47 @@ def test_bench_pipeline_prints_its_figures(
     assert figures["rows_stored"] == 20000
     assert figures["lost"] == 0
     assert "[bench] drain:" in result.stderr
+
+
+def test_bench_fleet_batches_live_readings_and_loses_nothing(
+    pg_server: str, mosquitto: MosquittoServer, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusebox",
+            "bench",
+            "fleet",
+            "--gateways",
+            "10",
+            "--duration",
+            "6",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout(300),
+        env={
+            **os.environ,
+            "FUSEBOX_DATABASE_URL": pg_server,
+            "FUSEBOX_CLOUD_MQTT_URL": mosquitto.url,
+        },
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["lost"] == 0
+    for phase in ("baseline", "linger"):
+        f = figures[phase]
+        assert f["readings"] > 0 and f["stored"] == f["readings"], f
+        assert f["batches_per_s"] > 0, f
+    # the linger is what this bench exists to show: several meters' messages
+    # share a batch (10 gateways x 3 meters at 0.2 s: about 0.3x the batches)
+    assert figures["batches_vs_baseline"] < 0.6, figures
+    assert figures["linger"]["readings_per_batch"] > 6, figures
+    assert "[bench] linger:" in result.stderr
 
 
 def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
