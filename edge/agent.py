@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 
+from edge import ConfigError
 from edge.claim import claim_path_beside, load_or_create
 from edge.config import EdgeConfig
 from edge.controller import Controller
 from edge.local_api import LocalApiServer, LocalSite, Overrides, overrides_path_beside
 from edge.meters import MeterService
-from edge.metrics import age_seconds, render_lines, serve_metrics
+from edge.metrics import age_seconds, bind_metrics, render_lines, serve_metrics
 from edge.ocpp.server import OcppServer
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
@@ -113,6 +115,25 @@ class EdgeAgent:
             )
 
     async def run(self) -> None:
+        """Run every part until cancelled.
+
+        Raises ``ConfigError`` before anything starts when ``metrics.listen``
+        cannot be bound (``fusebox edge run`` exits 2 with the message).
+        """
+        metrics_sock = None
+        if self.config.metrics.listen:
+            try:
+                metrics_sock = bind_metrics(self.config.metrics.listen)
+            except ConfigError:
+                await self._close_outbox()
+                raise
+        try:
+            await self._run(metrics_sock)
+        finally:
+            if metrics_sock is not None:
+                metrics_sock.close()
+
+    async def _run(self, metrics_sock: socket.socket | None) -> None:
         await self.outbox.start()
         log.info(
             "edge %s: outbox %s (epoch %d), %d meter(s), cloud %s",
@@ -134,14 +155,31 @@ class EdgeAgent:
                     tg.create_task(self.controller.run(), name="controller")
                 if self.local_api is not None:
                     tg.create_task(self.local_api.serve(), name="local-api")
-                if self.config.metrics.listen:
+                if metrics_sock is not None:
                     tg.create_task(
-                        serve_metrics(self.config.metrics.listen, self.render_metrics),
+                        serve_metrics(metrics_sock, self.render_metrics),
                         name="metrics",
                     )
         finally:
-            await self.outbox.close()
-            log.info("edge %s: outbox closed cleanly", self.config.gateway_id)
+            await self._close_outbox()
+
+    async def _close_outbox(self) -> None:
+        """Close the outbox even if cancelled again meanwhile.
+
+        A shutdown can deliver more than one cancel (``run_until_signalled``
+        repeats it after its grace period); one arriving here used to abandon
+        the close half-way. The close itself is bounded (it waits for the commit
+        loop and one SQLite close), and the forced exit bounds it as well.
+        """
+        closing = asyncio.ensure_future(self.outbox.close())
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            await closing
+            raise
+        finally:
+            if closing.done() and not closing.cancelled() and not closing.exception():
+                log.info("edge %s: outbox closed cleanly", self.config.gateway_id)
 
     async def _progress(self) -> None:
         last_app, last_acked, last_t = -1, 0, time.monotonic()

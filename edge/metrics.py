@@ -7,17 +7,54 @@ loop, so the gateway needs nothing more to be scraped.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
+
+from edge import ConfigError
 
 log = logging.getLogger("fusebox.edge.metrics")
 
 Render = Callable[[], Awaitable[str]]
 
 
-async def serve_metrics(listen: str, render: Render) -> None:
-    host, _, port = listen.rpartition(":")
+def bind_metrics(listen: str) -> socket.socket:
+    """Bind and listen on ``metrics.listen`` now, before the edge starts anything.
+
+    Why not inside the agent's TaskGroup: a bind failure there only cancels the
+    other tasks, and one of them losing that cancel (aiomqtt's connect on Python
+    3.11) kept the edge running with no metrics and no word of why. Binding
+    first makes a port in use a start-up error (``ConfigError``, exit 2) whose
+    message says what to change.
+    """
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"metrics.listen = {listen!r} is not host:port, e.g. 127.0.0.1:9108"
+        )
+    try:
+        return socket.create_server(
+            (host, int(port)),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = "address already in use (another process listens there)"
+        else:
+            why = exc.strerror or str(exc)
+        raise ConfigError(
+            f"metrics.listen = {listen!r}: cannot listen on {host}:{port}: {why}; "
+            "choose another metrics.listen in the config (or remove it to turn "
+            "metrics off), or stop the other process"
+        ) from None
+
+
+async def serve_metrics(sock: socket.socket, render: Render) -> None:
+    """Serve /metrics and /healthz on ``sock`` (from :func:`bind_metrics`) until
+    cancelled; the socket is closed on the way out."""
 
     async def handle(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -46,10 +83,19 @@ async def serve_metrics(listen: str, render: Render) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host or "127.0.0.1", int(port))
-    log.info("metrics on http://%s/metrics", listen)
+    try:
+        server = await asyncio.start_server(handle, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    name = sock.getsockname()
+    log.info("metrics on http://%s/metrics", _address(name[0], name[1]))
     async with server:
         await server.serve_forever()
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def render_lines(samples: list[tuple[str, str, dict[str, str], float]]) -> str:

@@ -66,7 +66,16 @@ def run_until_signalled(
     by ``asyncio.wait_for`` on Python 3.11); at ``force_s``, or on a second
     signal, the process exits with code 1 at once. Everything durable is
     crash-safe (the outbox survives ``kill -9``), so a forced exit loses nothing.
+
+    Lost cancels are prevented where they come from (``asyncio.wait_for`` on
+    3.11, see :mod:`fusebox.aio`), and the signal also cancels again every task
+    whose earlier cancel is still pending: a TaskGroup that is already aborting
+    ignores the cancel of its parent, so a child that lost the TaskGroup's cancel
+    would otherwise keep the process up until the grace period.
     """
+    from fusebox.aio import install_cancel_safe_wait_for
+
+    install_cancel_safe_wait_for()
 
     async def runner() -> None:
         task = asyncio.create_task(main(), name="main")
@@ -115,6 +124,9 @@ def run_until_signalled(
             signalled.append(loop.time())
             log.info("%s: shutting down", sig.name)
             task.cancel()
+            for t in stuck():
+                if t is not task and t.cancelling():
+                    t.cancel()  # its earlier cancel was lost: repeat it
             loop.call_later(grace_s, recancel)
             # still alive when this fires (asyncio.run waits for worker threads
             # after main has returned): something is stuck
@@ -162,7 +174,10 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         except EdgeError as exc:  # a damaged overrides or claim-code file
             refused.append(str(exc))
             return
-        await agent.run()
+        try:
+            await agent.run()
+        except ConfigError as exc:  # metrics.listen cannot be bound
+            refused.append(str(exc))
 
     code = run_until_signalled(main)
     if refused:

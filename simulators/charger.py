@@ -524,13 +524,22 @@ class _Session:
                 await asyncio.wait({pending}, timeout=_RESULT_GRACE_S)
         finally:
             if not pending.done():
+                # cancel() only asks: the task is done once it has run its
+                # cancel, and reading it before that raised InvalidStateError
+                # ("Result is not set") and killed the simulator when the CSMS
+                # died mid-call. Wait for it (bounded), then read it.
                 pending.cancel()
-        if pending.cancelled():
+                await asyncio.wait({pending}, timeout=_RESULT_GRACE_S)
+        if not pending.done() or pending.cancelled():
             raise LinkDown(action)
-        try:
-            return result_dict(pending.result())
-        except (ConnectionClosed, TimeoutError) as exc:
+        exc = pending.exception()
+        if isinstance(exc, ConnectionClosed | TimeoutError):
             raise LinkDown(action) from exc
+        if exc is not None:
+            raise exc
+        # a result that won the race with the cancel is a delivered message:
+        # returning it keeps it from being sent again after the reconnect
+        return result_dict(pending.result())
 
 
 def _make_cp16(sim: ChargerSim, ws: ClientConnection) -> Any:
@@ -1350,7 +1359,7 @@ class ChargerSim:
 
     def trigger(self, requested: str, connector_id: int | None) -> str:
         if requested == "BootNotification":
-            self.spawn(self._send_boot())
+            self.spawn(self._send_triggered_boot())
         elif requested == "Heartbeat":
             self.spawn(self._send_now("Heartbeat", {}))
         elif requested == "StatusNotification":
@@ -1890,6 +1899,14 @@ class ChargerSim:
             return
         with contextlib.suppress(LinkDown, CallError):
             await session.call(self.version, action, payload, None)
+
+    async def _send_triggered_boot(self) -> None:
+        """A BootNotification the CSMS asked for (TriggerMessage). Like every
+        non-transaction message it is not queued: when the link drops first (the
+        CSMS died right after asking), the answer is simply not needed any more,
+        and the next connection boots anyway."""
+        with contextlib.suppress(LinkDown, CallError):
+            await self._send_boot()
 
     async def _send_boot(self) -> dict[str, Any]:
         session = self.session
