@@ -482,7 +482,125 @@ def big_site(
 # ------------------------------------------------------------------------ the run
 
 
+@dataclass
+class _YearTotals:
+    """What the replay of every site's year adds up to."""
+
+    unc: float = 0.0
+    ours: float = 0.0
+    lp: float = 0.0
+    sessions_n: int = 0
+    met: int = 0
+    feasible_n: int = 0
+    violations: int = 0
+    plans: int = 0
+    plan_seconds: float = 0.0
+    lp_seconds: float = 0.0
+    lp_missing: int = 0
+    out_of_reach: int = 0
+
+
+def _replay_year(
+    rng: random.Random, prices: SlotCurve, nights: int, n_sites: int
+) -> _YearTotals:
+    """Every site's sessions planned night by night, against uncontrolled
+    charging and the perfect-foresight LP; prints a line per site."""
+    year_start = prices.start
+    n_grid = (nights + 1) * 48
+    t = _YearTotals()
+    for k, site in enumerate(make_sites(rng, n_sites)):
+        make_sessions(rng, site, year_start, nights)
+        base = base_load_profile(rng, n_grid, site.base_scale)
+        p, v, _ev, secs = replay_site(site, prices, base, year_start)
+        t.plans += p
+        t.violations += v
+        t.plan_seconds += secs
+        t0 = time.perf_counter()
+        lp = site_lp(site, prices, base, year_start)
+        t.lp_seconds += time.perf_counter() - t0
+        unc = sum(
+            uncontrolled_cost(s, site.chargers[s.ev][0], prices) for s in site.sessions
+        )
+        ours = sum(s.cost_p for s in site.sessions)
+        missed_here = [
+            s
+            for s in site.sessions
+            if s.delivered_wh < s.need_wh - 1.0 and not s.infeasible
+        ]
+        t.out_of_reach += sum(1 for s in site.sessions if s.infeasible)
+        if lp is None:
+            t.lp_missing += 1
+        else:
+            t.unc += unc
+            t.ours += ours
+            t.lp += lp
+            feasible = [s for s in site.sessions if not s.infeasible]
+            t.feasible_n += len(feasible)
+            t.met += len(feasible) - len(missed_here)
+        t.sessions_n += len(site.sessions)
+        for s in missed_here:
+            print(
+                f"  ready-by missed: {site.name} EV {s.ev} plugged in "
+                f"{s.plug_in:%Y-%m-%d %H:%M}, short by "
+                f"{(s.need_wh - s.delivered_wh) / 1000:.2f} kWh",
+                flush=True,
+            )
+        print(
+            f"  site {k + 1:3d}/{n_sites} {site.name:12s} {len(site.sessions):4d} "
+            f"sessions  uncontrolled {unc / 100:8.2f} GBP  planned {ours / 100:8.2f}"
+            f"  optimum {'-' if lp is None else f'{lp / 100:8.2f}'} GBP",
+            flush=True,
+        )
+    return t
+
+
+def _big_site(
+    seed: int, prices: SlotCurve, n_big: int, nights: int
+) -> tuple[float, Plan, float, int]:
+    """One joint plan for ``n_big`` EVs on one site (median of three runs):
+    ``(seconds, plan, cost above its LP, fuse violations)``."""
+    big_rng = random.Random(seed + 1000)
+    now, evs, limit, base_w = big_site(big_rng, prices, n_big, min(nights - 1, 20))
+    print(
+        f"joint plan: one site, {n_big} EVs, fuse {limit.main_fuse_a:.0f} A x 3",
+        flush=True,
+    )
+    runs = []
+    big_plan = None
+    for _ in range(3):
+        t0 = time.perf_counter()
+        big_plan = plan_charging(now, evs, limit, prices, base_load_w=base_w)
+        runs.append(time.perf_counter() - t0)
+    assert big_plan is not None
+    big_lp = lp_for_plan_inputs(now, evs, limit, prices, base_w)
+    big_gap = (big_plan.total_cost_p - big_lp) / abs(big_lp) if big_lp else float("nan")
+    big_over = sum(
+        1
+        for ld, lim in zip(big_plan.ev_load_w, big_plan.limit_w, strict=True)
+        if ld > lim + 1.0
+    )
+    return sorted(runs)[1], big_plan, big_gap, big_over
+
+
+def _floors_missed(result: dict[str, Any], lp_missing: int) -> list[str]:
+    missed = []
+    for key, floor in FLOORS.items():
+        value = result[key]
+        bad = (
+            value > floor
+            if key in ("fuse_violations", "seconds_per_1000_ev_site")
+            else value < floor
+        )
+        if bad:
+            missed.append(f"{key} = {value} (floor {floor})")
+    if lp_missing:
+        missed.append(f"{lp_missing} site(s) had no feasible LP (scenario bug)")
+    return missed
+
+
 def run_planner_bench(args: argparse.Namespace) -> int:
+    """``fusebox bench planner``: prints the figures and one JSON line; exit 1
+    if a floor is missed, 2 without scipy."""
     try:
         import scipy  # noqa: F401
     except ImportError:
@@ -499,109 +617,37 @@ def run_planner_bench(args: argparse.Namespace) -> int:
     rng = random.Random(seed)
     t_start = time.perf_counter()
     prices, _carbon = load_sample_year()
-    year_start = prices.start
-    max_nights = (prices.end - year_start) // timedelta(days=1) - 1
+    max_nights = (prices.end - prices.start) // timedelta(days=1) - 1
     nights = max(1, min(days, max_nights))
-    n_grid = (nights + 1) * 48
     print(
         f"planner bench: {nights} nights, {n_sites} sites, seed {seed}, "
         f"prices {prices.start:%Y-%m-%d}..{prices.end:%Y-%m-%d}",
         flush=True,
     )
-    sites = make_sites(rng, n_sites)
-    totals = {"unc": 0.0, "ours": 0.0, "lp": 0.0}
-    sessions_n = met = feasible_n = 0
-    violations = plans = 0
-    plan_seconds = lp_seconds = 0.0
-    lp_missing = 0
-    out_of_reach = 0
-    for k, site in enumerate(sites):
-        make_sessions(rng, site, year_start, nights)
-        base = base_load_profile(rng, n_grid, site.base_scale)
-        p, v, _ev, secs = replay_site(site, prices, base, year_start)
-        plans += p
-        violations += v
-        plan_seconds += secs
-        t0 = time.perf_counter()
-        lp = site_lp(site, prices, base, year_start)
-        lp_seconds += time.perf_counter() - t0
-        unc = sum(
-            uncontrolled_cost(s, site.chargers[s.ev][0], prices) for s in site.sessions
-        )
-        ours = sum(s.cost_p for s in site.sessions)
-        missed_here = [
-            s
-            for s in site.sessions
-            if s.delivered_wh < s.need_wh - 1.0 and not s.infeasible
-        ]
-        out_of_reach += sum(1 for s in site.sessions if s.infeasible)
-        if lp is None:
-            lp_missing += 1
-        else:
-            totals["unc"] += unc
-            totals["ours"] += ours
-            totals["lp"] += lp
-            feasible = [s for s in site.sessions if not s.infeasible]
-            feasible_n += len(feasible)
-            met += len(feasible) - len(missed_here)
-        sessions_n += len(site.sessions)
-        for s in missed_here:
-            print(
-                f"  ready-by missed: {site.name} EV {s.ev} plugged in "
-                f"{s.plug_in:%Y-%m-%d %H:%M}, short by "
-                f"{(s.need_wh - s.delivered_wh) / 1000:.2f} kWh",
-                flush=True,
-            )
-        print(
-            f"  site {k + 1:3d}/{n_sites} {site.name:12s} {len(site.sessions):4d} "
-            f"sessions  uncontrolled {unc / 100:8.2f} GBP  planned {ours / 100:8.2f}"
-            f"  optimum {'-' if lp is None else f'{lp / 100:8.2f}'} GBP",
-            flush=True,
-        )
-    saving = (totals["unc"] - totals["ours"]) / totals["unc"] if totals["unc"] else 0.0
-    best = totals["unc"] - totals["lp"]
-    frac = (totals["unc"] - totals["ours"]) / best if best > 0 else 1.0
-    ready = met / feasible_n if feasible_n else 1.0
-
-    big_rng = random.Random(seed + 1000)
-    now, evs, limit, base_w = big_site(big_rng, prices, n_big, min(nights - 1, 20))
-    print(
-        f"joint plan: one site, {n_big} EVs, fuse {limit.main_fuse_a:.0f} A x 3",
-        flush=True,
-    )
-    runs = []
-    big_plan = None
-    for _ in range(3):
-        t0 = time.perf_counter()
-        big_plan = plan_charging(now, evs, limit, prices, base_load_w=base_w)
-        runs.append(time.perf_counter() - t0)
-    assert big_plan is not None
-    big_seconds = sorted(runs)[1]
+    t = _replay_year(rng, prices, nights, n_sites)
+    saving = (t.unc - t.ours) / t.unc if t.unc else 0.0
+    best = t.unc - t.lp
+    frac = (t.unc - t.ours) / best if best > 0 else 1.0
+    ready = t.met / t.feasible_n if t.feasible_n else 1.0
+    big_seconds, big_plan, big_gap, big_over = _big_site(seed, prices, n_big, nights)
     big_scale = 1000.0 / n_big if n_big else 1.0
-    big_lp = lp_for_plan_inputs(now, evs, limit, prices, base_w)
-    big_gap = (big_plan.total_cost_p - big_lp) / abs(big_lp) if big_lp else float("nan")
-    big_over = sum(
-        1
-        for ld, lim in zip(big_plan.ev_load_w, big_plan.limit_w, strict=True)
-        if ld > lim + 1.0
-    )
     result: dict[str, Any] = {
         "bench": "planner",
         "nights": nights,
         "sites": n_sites,
-        "sessions": sessions_n,
-        "plans": plans,
-        "uncontrolled_cost_gbp": round(totals["unc"] / 100, 2),
-        "planned_cost_gbp": round(totals["ours"] / 100, 2),
-        "optimum_cost_gbp": round(totals["lp"] / 100, 2),
+        "sessions": t.sessions_n,
+        "plans": t.plans,
+        "uncontrolled_cost_gbp": round(t.unc / 100, 2),
+        "planned_cost_gbp": round(t.ours / 100, 2),
+        "optimum_cost_gbp": round(t.lp / 100, 2),
         "saving_vs_uncontrolled": round(saving, 4),
         "fraction_of_optimal": round(frac, 4),
         "ready_by_met": round(ready, 4),
-        "fuse_violations": violations + big_over,
-        "sessions_out_of_reach": out_of_reach,
-        "sites_lp_infeasible": lp_missing,
-        "ms_per_plan": round(1000 * plan_seconds / max(1, plans), 3),
-        "lp_seconds": round(lp_seconds, 1),
+        "fuse_violations": t.violations + big_over,
+        "sessions_out_of_reach": t.out_of_reach,
+        "sites_lp_infeasible": t.lp_missing,
+        "ms_per_plan": round(1000 * t.plan_seconds / max(1, t.plans), 3),
+        "lp_seconds": round(t.lp_seconds, 1),
         "seconds_per_1000_ev_site": round(big_seconds * big_scale, 3),
         "big_site_evs": n_big,
         "big_site_feasible": big_plan.feasible,
@@ -611,26 +657,15 @@ def run_planner_bench(args: argparse.Namespace) -> int:
     print(
         f"uncontrolled {result['uncontrolled_cost_gbp']:.2f} GBP, planned "
         f"{result['planned_cost_gbp']:.2f} GBP, perfect-foresight optimum "
-        f"{result['optimum_cost_gbp']:.2f} GBP over {sessions_n} sessions\n"
+        f"{result['optimum_cost_gbp']:.2f} GBP over {t.sessions_n} sessions\n"
         f"saving vs uncontrolled {saving:.1%}, fraction of optimal {frac:.1%}, "
-        f"ready-by met {ready:.1%} ({out_of_reach} session(s) out of reach when "
+        f"ready-by met {ready:.1%} ({t.out_of_reach} session(s) out of reach when "
         f"planned), fuse violations {result['fuse_violations']}\n"
-        f"{plans} plans, {result['ms_per_plan']} ms each; {n_big}-EV site: "
+        f"{t.plans} plans, {result['ms_per_plan']} ms each; {n_big}-EV site: "
         f"{big_seconds:.2f} s, cost {big_gap:+.3%} vs its LP optimum",
         flush=True,
     )
-    missed = []
-    for key, floor in FLOORS.items():
-        value = result[key]
-        bad = (
-            value > floor
-            if key in ("fuse_violations", "seconds_per_1000_ev_site")
-            else value < floor
-        )
-        if bad:
-            missed.append(f"{key} = {value} (floor {floor})")
-    if lp_missing:
-        missed.append(f"{lp_missing} site(s) had no feasible LP (scenario bug)")
+    missed = _floors_missed(result, t.lp_missing)
     if missed:
         print("FLOOR MISSED: " + "; ".join(missed), file=sys.stderr, flush=True)
     result["floors_met"] = not missed
