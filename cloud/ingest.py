@@ -288,8 +288,10 @@ class BatchStore:
             INSERT INTO gateways AS g (id, last_seen, state, software, backlog_records,
                 backlog_oldest, outbox_bytes, outbox_cap_bytes, appended_total,
                 thinned_total, rejected_total, acked_through_seq, status_at,
-                claim_sha256)
-            VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12)
+                claim_sha256, thinned_disk_total, refused_cap_total,
+                refused_disk_total)
+            VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12,
+                $13, $14, $15)
             ON CONFLICT (id) DO UPDATE SET
                 last_seen = now(), state = excluded.state,
                 software = coalesce(nullif(excluded.software, ''), g.software),
@@ -303,7 +305,13 @@ class BatchStore:
                 acked_through_seq = excluded.acked_through_seq,
                 status_at = now(),
                 -- a gateway stops showing its code once claimed: keep the last
-                claim_sha256 = coalesce(excluded.claim_sha256, g.claim_sha256)
+                claim_sha256 = coalesce(excluded.claim_sha256, g.claim_sha256),
+                thinned_disk_total = greatest(g.thinned_disk_total,
+                    excluded.thinned_disk_total),
+                refused_cap_total = greatest(g.refused_cap_total,
+                    excluded.refused_cap_total),
+                refused_disk_total = greatest(g.refused_disk_total,
+                    excluded.refused_disk_total)
             """,
             st.gw,
             st.state,
@@ -317,6 +325,9 @@ class BatchStore:
             st.rejected_total,
             st.acked_through_seq,
             st.claim_sha256,
+            st.thinned_disk_total,
+            st.refused_cap_total,
+            st.refused_disk_total,
         )
         self._gateways.add(st.gw)
 

@@ -72,6 +72,15 @@ class EdgeAgent:
             extra_status=lambda: {
                 "dropped_bad_input_total": self.meters.bad_total,
                 "claim_sha256": self.claim.sha256,
+                # full disk, by reason (the outbox thread replaces the dict whole)
+                **{
+                    k: self.outbox.store.counters[k]
+                    for k in (
+                        "thinned_disk_total",
+                        "refused_cap_total",
+                        "refused_disk_total",
+                    )
+                },
             },
         )
         # with discovery on and no charger yet, the controller waits for the
@@ -239,6 +248,54 @@ class EdgeAgent:
                 "power samples thinned at the cap",
                 {},
                 c["thinned_total"],
+            ),
+            (
+                "fusebox_outbox_thinned_by_reason_total",
+                "power samples thinned, by what ran short",
+                {"reason": "cap"},
+                c["thinned_total"] - c["thinned_disk_total"],
+            ),
+            (
+                "fusebox_outbox_thinned_by_reason_total",
+                "power samples thinned, by what ran short",
+                {"reason": "disk"},
+                c["thinned_disk_total"],
+            ),
+            (
+                "fusebox_outbox_refused_total",
+                "readings refused (the device keeps and resends them), by reason",
+                {"reason": "cap"},
+                c["refused_cap_total"],
+            ),
+            (
+                "fusebox_outbox_refused_total",
+                "readings refused (the device keeps and resends them), by reason",
+                {"reason": "disk_full"},
+                c["refused_disk_total"],
+            ),
+            (
+                "fusebox_outbox_disk_free_bytes",
+                "free bytes on the outbox's file system",
+                {},
+                s.fs_free_bytes,
+            ),
+            (
+                "fusebox_outbox_limit_bytes",
+                "bytes the outbox may hold now (the cap, or less: disk short)",
+                {},
+                s.limit_bytes,
+            ),
+            (
+                "fusebox_outbox_reserve_bytes",
+                "space held back for pruning on a full disk (0: given back)",
+                {},
+                s.reserve_bytes,
+            ),
+            (
+                "fusebox_outbox_prunes_pending",
+                "acknowledged ranges not deleted yet (the disk was full)",
+                {},
+                s.prunes_pending,
             ),
             (
                 "fusebox_outbox_duplicates_total",

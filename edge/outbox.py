@@ -11,15 +11,25 @@ Rows leave the outbox only when the cloud acknowledges them (``prune_range`` for
 one stored batch, ``prune_through`` for the cloud's contiguous watermark), or by
 the full-disk policy below.
 
-Full-disk policy (``cap_bytes``): when the pages in use exceed the cap, instantaneous
-samples (power, voltage, current...) are thinned, oldest first, to one sample per
-stream per bucket; the bucket grows 1 min -> 5 min -> 15 min -> 1 h -> all until
-usage is below 90 % of the cap. Cumulative energy registers and events are never
-thinned. Every thinned reading is counted (``thinned_total``) and reported to the
-cloud in the gateway status. If only registers and events remain and the cap is
-still reached, ``append`` raises ``OutboxFull``; drivers then leave the device
-unacknowledged (the broker keeps the message) and retry. The same policy runs when
-SQLite reports the disk itself full (``SQLITE_FULL``).
+Full-disk policy: the outbox may hold up to ``cap_bytes``, or less when the file
+system is short of space (``edge.outbox_space``: the WAL's room, a checkpoint's
+growth of the file and a pre-allocated reserve are kept free). Past that limit,
+instantaneous samples (power, voltage, current...) are thinned, oldest first, to
+one sample per stream per bucket; the bucket grows 1 min -> 5 min -> 15 min -> 1 h
+-> all until usage is below 90 % of the limit. Cumulative energy registers and
+events are never thinned. Every thinned reading is counted (``thinned_total``; of
+those, ``thinned_disk_total`` for the disk rather than the cap) and reported to the
+cloud in the gateway status. If only registers and events remain, ``append``
+raises ``OutboxFull`` and counts the items refused (``refused_cap_total``,
+``refused_disk_total``); drivers then leave the device unacknowledged (the broker
+keeps the message) and retry.
+
+When SQLite still reports the disk full (``SQLITE_FULL``: something else filled
+it), the reserve file is given back and a checkpoint run, so that pruning and
+thinning can write; appends that still do not fit are refused. Pruning and
+thinning run in transactions of ``SpacePlan.chunk_rows`` rows so each needs little
+WAL. A prune that cannot run is remembered and retried (``maintain``, each write);
+``acked_through`` in ``meta`` only ever covers rows actually deleted.
 
 Per stream the outbox remembers the last timestamp and value it committed, in the
 same transaction as the rows: a reading at or before that timestamp is a redelivery
@@ -39,24 +49,35 @@ import secrets
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from edge import OutboxError, OutboxFull
+from edge.outbox_space import (
+    Reserve,
+    SpacePlan,
+    SpaceUse,
+    file_bytes,
+    fs_free_bytes,
+    fs_total_bytes,
+    is_disk_full,
+)
 from protocols.readings import QUANTITIES, QuantityKind, Reading, is_event_kind
 
 log = logging.getLogger("fusebox.edge.outbox")
 
+_T = TypeVar("_T")
+
 SCHEMA_VERSION = 1
 _THIN_BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, None)  # None: drop all
 _LOW_WATER = 0.90
-_THIN_CHUNK_SEQS = 20_000  # rows rewritten per thinning transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -99,6 +120,9 @@ _COUNTERS = (
     "duplicate_total",
     "backwards_total",
     "rejected_total",
+    "thinned_disk_total",
+    "refused_cap_total",
+    "refused_disk_total",
 )
 
 
@@ -147,6 +171,11 @@ class OutboxStats:
     last_seq: int
     acked_through: int
     counters: dict[str, int] = field(default_factory=dict)
+    fs_free_bytes: int = 0
+    limit_bytes: int = 0  # what the outbox may hold now (cap, or less: disk)
+    limit_reason: str = "cap"
+    reserve_bytes: int = 0  # held beside the outbox for a full disk
+    prunes_pending: int = 0  # acknowledged ranges not deleted yet (disk full)
 
 
 class OutboxStore:
@@ -164,19 +193,27 @@ class OutboxStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.cap_bytes = cap_bytes
-        self._db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = self._connect()
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA temp_store=MEMORY")
         self._db.execute("PRAGMA cache_size=-8000")  # 8 MB page cache: keeps RSS low
-        # checkpoint every ~4 MB and truncate the WAL back to 4 MB: the cap is on
-        # the database; this keeps the log beside it small
-        self._db.execute("PRAGMA wal_autocheckpoint=1000")
-        self._db.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
-        self._db.executescript(_SCHEMA)
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        # checkpoint every wal_limit bytes (4 MB on a large disk, a sixteenth of a
+        # small one) and truncate the WAL back to that: a WAL larger than the
+        # disk is never checkpointed, and then nothing can be written any more
+        self.space = SpacePlan.for_disk(
+            fs_total_bytes(self.path.parent), self._page_size
+        )
+        self._db.execute(f"PRAGMA wal_autocheckpoint={self.space.wal_pages}")
+        self._db.execute(f"PRAGMA journal_size_limit={self.space.wal_limit_bytes}")
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self.reserve = Reserve(
+            self.path.with_name(self.path.name + "-reserve"), self.space.reserve_bytes
+        )
+        # acknowledged but not deleted yet (the disk was full): retried later
+        self._pending_ranges: list[tuple[int, int]] = []
+        self._pending_through = 0
+        self._db.executescript(_SCHEMA)
         self._streams: dict[tuple[str, str], int] = {}
         self._stream_kind: dict[int, QuantityKind] = {}
         self._stream_names: dict[int, tuple[str, str]] = {}
@@ -199,16 +236,38 @@ class OutboxStore:
         self.backlog_records = int(
             self._db.execute("SELECT count(*) FROM records").fetchone()[0]
         )
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        if row is None:
+        meta = dict(self._db.execute("SELECT key, value FROM meta"))
+        if "epoch" not in meta:
             # drawn once per outbox; see protocols.contract on why epochs exist
             self.epoch = secrets.randbelow(2**62) + 1
             self._set_meta({"epoch": self.epoch})
         else:
-            self.epoch = int(row[0])
-        self._set_meta({"schema_version": SCHEMA_VERSION})
+            self.epoch = int(meta["epoch"])
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            self._set_meta({"schema_version": SCHEMA_VERSION})
+        # nothing else is written at start: a restart on a full disk must work
+        self.maintain()
 
     # ----------------------------------------------------------------- internals
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open in WAL mode. Opening makes the ``-wal`` and ``-shm`` files after a
+        clean shutdown: on a full disk, give the reserve back for them."""
+        for attempt in (0, 1):
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                reserve = self.path.with_name(self.path.name + "-reserve")
+                if attempt or not reserve.exists():
+                    raise OutboxError(f"cannot open the outbox: {exc}") from exc
+                log.warning("outbox: cannot open (%s); giving back the reserve", exc)
+                reserve.unlink()
+        raise AssertionError("unreachable")
 
     def _remember_stream(
         self, sid: int, device_id: str, name: str, kind: QuantityKind
@@ -235,52 +294,124 @@ class OutboxStore:
             list(values.items()),
         )
 
+    # -------------------------------------------------------------- disk space
+
+    def space_use(self) -> SpaceUse:
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return SpaceUse(
+            used_bytes=(pages - free) * self._page_size,
+            free_page_bytes=free * self._page_size,
+            logical_bytes=pages * self._page_size,
+            db_file_bytes=file_bytes(self.path),
+            wal_file_bytes=file_bytes(self._wal_path),
+            fs_free_bytes=fs_free_bytes(self.path.parent),
+            reserve_held=self.reserve.held,
+        )
+
+    def _make_room(self) -> bool:
+        """SQLite said the disk is full: give the reserve back and checkpoint, so
+        that a retry can write. Returns whether anything changed."""
+        freed = self.reserve.release()
+        if freed:
+            log.warning(
+                "outbox: the disk is full; gave back the %d-byte reserve so pruning "
+                "and thinning can write (made again once there is room)",
+                freed,
+            )
+        return self._checkpoint() or bool(freed)
+
+    def _checkpoint(self) -> bool:
+        try:
+            busy, frames, done = self._db.execute(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.debug("outbox: checkpoint failed: %s", exc)
+            return False
+        return not busy and frames >= 0 and done == frames
+
+    def _write(self, fn: Callable[[], _T]) -> _T:
+        """Run a write transaction; on ``SQLITE_FULL`` make room and try again once."""
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc) or not self._make_room():
+                raise
+        return fn()
+
+    def maintain(self) -> None:
+        """Retry prunes the disk refused, and make the reserve when there is room.
+        Cheap when there is nothing to do; never raises for a full disk."""
+        if self._pending_ranges or self._pending_through:
+            self._retry_pending()
+        use = self.space_use()
+        if self.space.can_make_reserve(use) and self.reserve.make():
+            log.info("outbox: reserve of %d bytes in place", self.reserve.size)
+
     # --------------------------------------------------------------------- writes
 
     def append(self, groups: Sequence[Sequence[Item]]) -> list[AppendResult]:
         """Append groups of items in one durable transaction; one result per group.
 
         Raises ``OutboxFull`` when nothing more fits even after thinning; then no
-        item of any group was stored.
+        item of any group was stored, and the items are counted as refused.
         """
+        if self._pending_ranges or self._pending_through:
+            self._retry_pending()  # frees space before it is needed
         try:
             return self._append_once(groups)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc).lower():
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
                 raise OutboxError(f"outbox append failed: {exc}") from exc
             log.warning("outbox: disk full (%s); thinning and retrying", exc)
+        self._make_room()
         try:
             self.thin(force=True)
-        except sqlite3.OperationalError as exc:
-            # thinning writes too (and rewrites pages): it can hit the full disk
-            if "full" not in str(exc).lower():
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
                 raise OutboxError(f"outbox thinning failed: {exc}") from exc
-            raise OutboxFull(
-                "the disk is full and even thinning cannot write; free disk space; "
-                "the devices keep their readings meanwhile"
-            ) from exc
         try:
             return self._append_once(groups)
-        except sqlite3.OperationalError as exc:
-            if "full" in str(exc).lower():
-                raise OutboxFull(
-                    "the disk is full and nothing is left to thin; free disk space "
-                    "or raise the cap; the devices keep their readings meanwhile"
-                ) from exc
-            raise OutboxError(f"outbox append failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise OutboxError(f"outbox append failed: {exc}") from exc
+            self._refuse(groups, "disk")
+            raise OutboxFull(
+                "the disk is full and nothing is left to thin; the outbox frees "
+                "space as the cloud acknowledges (or free disk space); the devices "
+                "keep their readings meanwhile"
+            ) from exc
 
-    def _append_once(self, groups: Sequence[Sequence[Item]]) -> list[AppendResult]:
-        if (
-            self.cap_bytes
-            and self.used_bytes() >= self.cap_bytes
-            and self.thin() == 0
-            and self.used_bytes() >= self.cap_bytes
-        ):
+    def _refuse(self, groups: Sequence[Sequence[Item]], reason: str) -> None:
+        n = sum(len(g) for g in groups)
+        self.counters[f"refused_{reason}_total"] += n  # saved with the next commit
+
+    def _check_room(self, groups: Sequence[Sequence[Item]]) -> None:
+        """Thin, then refuse, before the limit is reached rather than after."""
+        limit = self.space.limit(self.space_use(), self.cap_bytes)
+        if self.used_bytes() < limit.limit_bytes:
+            return
+        self.thin()
+        limit = self.space.limit(self.space_use(), self.cap_bytes)
+        if self.used_bytes() < limit.limit_bytes:
+            return
+        self._refuse(groups, limit.reason)
+        if limit.reason == "cap":
             raise OutboxFull(
                 f"outbox holds {self.used_bytes()} bytes, cap {self.cap_bytes}, "
                 "and only registers and events are left (never thinned); the "
                 "uplink must drain before more fits"
             )
+        raise OutboxFull(
+            f"the disk is full: the outbox holds {self.used_bytes()} bytes, all it "
+            f"may with {self.space_use().fs_free_bytes} bytes free on the disk, "
+            "and only registers and events are left (never thinned); the uplink "
+            "must drain before more fits"
+        )
+
+    def _append_once(self, groups: Sequence[Sequence[Item]]) -> list[AppendResult]:
+        self._check_room(groups)
         db = self._db
         seq = self.counters["last_seq"]
         rows: list[tuple[int, int, int, float | None, bytes | None]] = []
@@ -366,13 +497,12 @@ class OutboxStore:
         self.counters = counters
         last.update(last_updates)
         self.backlog_records += len(rows)
-        if self.cap_bytes and self.used_bytes() > self.cap_bytes:
-            # the rows are committed: a failure to thin now must not report the
-            # append as failed (the next append thins, or refuses, again)
-            try:
-                self.thin()
-            except sqlite3.Error as exc:
-                log.warning("outbox: thinning after a commit failed: %s", exc)
+        # the rows are committed: a failure to thin now must not report the
+        # append as failed (the next append thins, or refuses, again)
+        try:
+            self.thin()
+        except sqlite3.Error as exc:
+            log.warning("outbox: thinning after a commit failed: %s", exc)
         return results
 
     def _reload_streams(self) -> None:
@@ -385,57 +515,146 @@ class OutboxStore:
             self._remember_stream(sid, device_id, name, QuantityKind(kind))
 
     def prune_range(self, first_seq: int, last_seq: int) -> int:
-        """Delete the records of one batch the cloud stored; returns rows deleted."""
+        """Delete the records of one batch the cloud stored; returns rows deleted.
+
+        Runs in transactions of ``space.chunk_rows`` sequence numbers. What the
+        disk does not let it delete now is remembered and retried (``maintain``),
+        never raised: the cloud has the rows, so they only wait for room."""
+        deleted = 0
+        chunk = self.space.chunk_rows
+        for first in range(first_seq, last_seq + 1, chunk):
+            last = min(last_seq, first + chunk - 1)
+            try:
+                deleted += self._write(partial(self._delete, first, last))
+            except sqlite3.Error as exc:
+                self._pending_ranges.append((first, last_seq))
+                self._prune_failed(exc, first, last_seq)
+                break
+        return deleted
+
+    def _delete(self, first: int, last: int) -> int:
         cur = self._db.execute(
-            "DELETE FROM records WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
+            "DELETE FROM records WHERE seq BETWEEN ? AND ?", (first, last)
         )
         self.backlog_records -= cur.rowcount
         return cur.rowcount
 
+    def _prune_failed(self, exc: sqlite3.Error, first: int, last: int) -> None:
+        if not is_disk_full(exc):
+            raise OutboxError(f"outbox prune failed: {exc}") from exc
+        log.warning(
+            "outbox: the disk is full: cannot delete acknowledged records %d..%d "
+            "yet (%s); retrying as space allows, nothing is lost",
+            first,
+            last,
+            exc,
+        )
+
     def prune_through(self, stored_through_seq: int) -> int:
         """Delete everything up to the cloud's contiguous watermark and remember it
-        (the uplink resumes after it). Returns rows deleted."""
-        if stored_through_seq <= self.counters["acked_through"]:
+        (the uplink resumes after it). Returns rows deleted.
+
+        Chunked like ``prune_range``; ``acked_through`` advances with each chunk
+        deleted, so it never claims rows that are still there. A watermark the
+        disk does not let it reach now is retried later, not raised."""
+        target = min(stored_through_seq, self.counters["last_seq"])
+        if target <= self.counters["acked_through"]:
             return 0
-        stored_through_seq = min(stored_through_seq, self.counters["last_seq"])
-        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        start = max(self.counters["acked_through"], (row[0] or target + 1) - 1)
+        deleted = 0
+        chunk = self.space.chunk_rows
+        for end in [*range(start + chunk, target, chunk), target]:
+            try:
+                deleted += self._write(partial(self._delete_through, end))
+            except sqlite3.Error as exc:
+                self._pending_through = max(self._pending_through, target)
+                self._prune_failed(exc, self.counters["acked_through"] + 1, target)
+                break
+        if self._pending_through <= self.counters["acked_through"]:
+            self._pending_through = 0
+        return deleted
+
+    def _delete_through(self, end: int) -> int:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            cur = self._db.execute(
-                "DELETE FROM records WHERE seq <= ?", (stored_through_seq,)
-            )
-            self._set_meta({"acked_through": stored_through_seq})
-            self._db.execute("COMMIT")
+            cur = db.execute("DELETE FROM records WHERE seq <= ?", (end,))
+            acked = max(end, self.counters["acked_through"])
+            self._set_meta({"acked_through": acked})
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        self.counters["acked_through"] = stored_through_seq
+        self.counters["acked_through"] = acked
         self.backlog_records -= cur.rowcount
         return cur.rowcount
 
+    def _retry_pending(self) -> int:
+        """Prunes the disk refused earlier; returns rows deleted now."""
+        ranges, self._pending_ranges = self._pending_ranges, []
+        through, self._pending_through = self._pending_through, 0
+        deleted = 0
+        try:
+            if through:
+                deleted += self.prune_through(through)
+            for first, last in ranges:
+                if last > self.counters["acked_through"]:
+                    deleted += self.prune_range(
+                        max(first, self.counters["acked_through"] + 1), last
+                    )
+        except OutboxError as exc:  # not a full disk: keep them for next time
+            log.warning("outbox: retrying a prune failed: %s", exc)
+            self._pending_ranges += ranges
+            self._pending_through = max(self._pending_through, through)
+        if deleted:
+            log.info("outbox: deleted %d acknowledged records left over", deleted)
+        return deleted
+
+    @property
+    def prunes_pending(self) -> int:
+        return len(self._pending_ranges) + (1 if self._pending_through else 0)
+
     def quarantine_range(self, first_seq: int, last_seq: int, reason: str) -> int:
         """Move a batch the cloud rejected out of the send path, keeping the rows
-        (nothing is deleted silently). Returns rows moved."""
-        now_ms = int(time.time() * 1000)
-        self._db.execute("BEGIN IMMEDIATE")
+        (nothing is deleted silently). Returns rows moved. Raises ``OutboxFull``
+        if the disk has no room even after giving back the reserve (the rows stay
+        where they are and are sent, and rejected, again later)."""
         try:
-            self._db.execute(
+            return self._write(
+                partial(self._quarantine, first_seq, last_seq, reason[:500])
+            )
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise OutboxFull(
+                    f"the disk is full: cannot quarantine {first_seq}..{last_seq}"
+                ) from exc
+            raise OutboxError(f"outbox quarantine failed: {exc}") from exc
+
+    def _quarantine(self, first_seq: int, last_seq: int, reason: str) -> int:
+        now_ms = int(time.time() * 1000)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
                 "INSERT OR IGNORE INTO quarantine "
                 "(seq, ts_ms, stream, value, data, reason, at_ms) "
                 "SELECT seq, ts_ms, stream, value, data, ?, ? FROM records "
                 "WHERE seq BETWEEN ? AND ?",
-                (reason[:500], now_ms, first_seq, last_seq),
+                (reason, now_ms, first_seq, last_seq),
             )
-            cur = self._db.execute(
+            cur = db.execute(
                 "DELETE FROM records WHERE seq BETWEEN ? AND ?", (first_seq, last_seq)
             )
-            self.counters["rejected_total"] += cur.rowcount
-            self._set_meta({"rejected_total": self.counters["rejected_total"]})
-            self._db.execute("COMMIT")
+            rejected = self.counters["rejected_total"] + cur.rowcount
+            self._set_meta({"rejected_total": rejected})
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
+        self.counters["rejected_total"] = rejected
         self.backlog_records -= cur.rowcount
         return cur.rowcount
 
@@ -447,43 +666,65 @@ class OutboxStore:
         return int((pages - free) * self._page_size)
 
     def thin(self, *, force: bool = False) -> int:
-        """Apply the full-disk policy; returns readings thinned (0 if under the cap
-        and not ``force``d, or if only registers and events are left)."""
-        if not force and (not self.cap_bytes or self.used_bytes() < self.cap_bytes):
+        """Apply the full-disk policy; returns readings thinned (0 if under the
+        limit and not ``force``d, or if only registers and events are left).
+
+        ``force`` (SQLite reported the disk full though the limit was not reached)
+        thins to 90 % of what is in use. A chunk the disk does not let it rewrite
+        ends thinning for now; that is logged, not raised."""
+        limit = self.space.limit(self.space_use(), self.cap_bytes)
+        used = self.used_bytes()
+        if not force and used < limit.limit_bytes:
             return 0
         instant = [s for s, k in self._stream_kind.items() if k is QuantityKind.INSTANT]
         if not instant:
             return 0
-        target = int(self.cap_bytes * _LOW_WATER) if self.cap_bytes else 0
+        target = int(min(limit.limit_bytes, used) * _LOW_WATER)
+        reason = "disk" if force else limit.reason
         total = 0
         lo_hi = self._db.execute("SELECT min(seq), max(seq) FROM records").fetchone()
         if lo_hi[0] is None:
             return 0
         lo, hi = int(lo_hi[0]), int(lo_hi[1])
+        chunk = self.space.chunk_rows
         # Oldest first, one chunk of sequence numbers at a time, so that thinning
         # stops as soon as usage is under the low-water mark.
-        done = False
-        for bucket_ms in _THIN_BUCKETS_MS:
-            for first in range(lo, hi + 1, _THIN_CHUNK_SEQS):
-                last = min(hi, first + _THIN_CHUNK_SEQS - 1)
-                total += self._thin_chunk(first, last, bucket_ms, instant)
-                if self.used_bytes() <= target:
-                    done = True
-                    break
-            if done:
+        try:
+            for bucket_ms in _THIN_BUCKETS_MS:
+                for first in range(lo, hi + 1, chunk):
+                    last = min(hi, first + chunk - 1)
+                    total += self._write(
+                        partial(
+                            self._thin_chunk, first, last, bucket_ms, instant, reason
+                        )
+                    )
+                    if self.used_bytes() <= target:
+                        break
+                else:
+                    continue
                 break
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning("outbox: the disk is too full to thin further: %s", exc)
         if total:
             log.warning(
-                "outbox over its cap of %d bytes: thinned %d instantaneous samples "
-                "(energy registers kept); %d thinned so far",
-                self.cap_bytes,
+                "outbox over its %s limit of %d bytes: thinned %d instantaneous "
+                "samples (energy registers kept); %d thinned so far",
+                reason,
+                limit.limit_bytes,
                 total,
                 self.counters["thinned_total"],
             )
         return total
 
     def _thin_chunk(
-        self, first: int, last: int, bucket_ms: int | None, instant: list[int]
+        self,
+        first: int,
+        last: int,
+        bucket_ms: int | None,
+        instant: list[int],
+        reason: str = "cap",
     ) -> int:
         """Thin the samples with ``first <= seq <= last``; returns rows deleted.
 
@@ -524,15 +765,19 @@ class OutboxStore:
                     "VALUES (?, ?, ?, ?, ?)",
                     keep,
                 )
-                thinned_total = self.counters["thinned_total"] + n
-                self._set_meta({"thinned_total": thinned_total})
+                thinned = {"thinned_total": self.counters["thinned_total"] + n}
+                if reason == "disk":
+                    thinned["thinned_disk_total"] = (
+                        self.counters["thinned_disk_total"] + n
+                    )
+                self._set_meta(thinned)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         if n:
-            self.counters["thinned_total"] = thinned_total
+            self.counters.update(thinned)
             self.backlog_records -= n
         return n
 
@@ -560,25 +805,37 @@ class OutboxStore:
         return self._stream_names[stream]
 
     def stats(self) -> OutboxStats:
+        """Counters and space; reads only (``maintain`` is the writing part)."""
         oldest = self._db.execute(
             "SELECT ts_ms FROM records ORDER BY seq LIMIT 1"
         ).fetchone()
-        try:
-            file_bytes = self.path.stat().st_size
-            wal = self.path.with_name(self.path.name + "-wal")
-            file_bytes += wal.stat().st_size if wal.exists() else 0
-        except OSError:
-            file_bytes = 0
+        use = self.space_use()
+        limit = self.space.limit(use, self.cap_bytes)
         return OutboxStats(
             backlog_records=self.backlog_records,
             backlog_oldest_ms=oldest[0] if oldest else None,
-            used_bytes=self.used_bytes(),
-            file_bytes=file_bytes,
+            used_bytes=use.used_bytes,
+            file_bytes=use.db_file_bytes + use.wal_file_bytes,
             cap_bytes=self.cap_bytes,
             last_seq=self.counters["last_seq"],
             acked_through=self.counters["acked_through"],
             counters=dict(self.counters),
+            fs_free_bytes=use.fs_free_bytes,
+            limit_bytes=limit.limit_bytes,
+            limit_reason=limit.reason,
+            reserve_bytes=self.reserve.size if use.reserve_held else 0,
+            prunes_pending=self.prunes_pending,
         )
+
+    def maintained_stats(self) -> OutboxStats:
+        """``maintain`` (best effort), then ``stats``: what the periodic status
+        and metrics call, so a prune the disk refused is retried at least that
+        often."""
+        try:
+            self.maintain()
+        except sqlite3.Error as exc:
+            log.warning("outbox: maintenance failed: %s", exc)
+        return self.stats()
 
     def close(self) -> None:
         self._db.close()
@@ -715,5 +972,5 @@ class Outbox:
         return n
 
     async def stats(self) -> OutboxStats:
-        s: OutboxStats = await self.call(self.store.stats)
+        s: OutboxStats = await self.call(self.store.maintained_stats)
         return s

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from typing import Any
 import aiomqtt
 import msgpack
 
+from edge import OutboxError
 from edge.outbox import Outbox, Row
 from protocols import contract
 from protocols.backoff import Backoff
@@ -433,13 +435,19 @@ class Uplink:
         if isinstance(answer, contract.Ack):
             self.metrics.acks += 1
             plan.acked(answer.first_seq, answer.last_seq, answer.stored_through_seq)
-            self.metrics.records_acked += await self.outbox.prune_range(
-                answer.first_seq, answer.last_seq
-            )
-            if answer.stored_through_seq:
-                self.metrics.records_acked += await self.outbox.prune_through(
-                    answer.stored_through_seq
+            # A full disk never fails a prune (the outbox retries it as space
+            # allows); any other failure leaves the rows, which are resent after
+            # a reconnect and acknowledged again: the uplink keeps running.
+            try:
+                self.metrics.records_acked += await self.outbox.prune_range(
+                    answer.first_seq, answer.last_seq
                 )
+                if answer.stored_through_seq:
+                    self.metrics.records_acked += await self.outbox.prune_through(
+                        answer.stored_through_seq
+                    )
+            except (OutboxError, sqlite3.Error) as exc:
+                log.error("uplink: pruning acknowledged records failed: %s", exc)
         elif isinstance(answer, contract.Busy):
             self.metrics.busy += 1
             if self.metrics.busy == 1 or self.metrics.busy % 100 == 0:
@@ -453,9 +461,21 @@ class Uplink:
         else:
             if plan.rejected(answer.first_seq):
                 self.metrics.rejects += 1
-                n = await self.outbox.quarantine_range(
-                    answer.first_seq, answer.last_seq, answer.reason
-                )
+                try:
+                    n = await self.outbox.quarantine_range(
+                        answer.first_seq, answer.last_seq, answer.reason
+                    )
+                except (OutboxError, sqlite3.Error) as exc:
+                    # the rows stay; sent (and rejected) again after a reconnect
+                    log.error(
+                        "uplink: cloud rejected batch %d..%d (%s); quarantining it "
+                        "failed: %s",
+                        answer.first_seq,
+                        answer.last_seq,
+                        answer.reason,
+                        exc,
+                    )
+                    return
                 log.error(
                     "uplink: cloud rejected batch %d..%d (%s); %d records quarantined "
                     "in the outbox for inspection",

@@ -256,6 +256,13 @@ class GatewayStatus(_Msg):
     rejected_total: Annotated[int, Field(ge=0)] = 0
     dropped_bad_input_total: Annotated[int, Field(ge=0)] = 0
     acked_through_seq: Annotated[int, Field(ge=0)] = 0
+    # full disk, by reason (optional: older gateways send none): of
+    # ``thinned_total``, those thinned because the disk rather than the cap ran
+    # short; readings refused (left with the device, which retries; each retry
+    # counts) at the cap or with the disk full
+    thinned_disk_total: Annotated[int, Field(ge=0)] = 0
+    refused_cap_total: Annotated[int, Field(ge=0)] = 0
+    refused_disk_total: Annotated[int, Field(ge=0)] = 0
     # sha256 (hex) of the claim code the gateway shows its installer until it is
     # claimed; the cloud matches a code typed in against it (the code itself never
     # leaves the site)

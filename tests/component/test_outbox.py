@@ -539,7 +539,13 @@ def test_full_disk_policy_thins_samples_and_keeps_every_register(
         # refused again while full, and a power sample is refused too
         with pytest.raises(OutboxFull):
             store.append([[power("m0", full_at * 10, 1.0)]])
-        assert store.counters == counters
+        # nothing stored; the refused reading is counted, by reason
+        assert store.counters == {
+            **counters,
+            "refused_cap_total": counters["refused_cap_total"] + 1,
+        }
+        assert counters["refused_cap_total"] == ticks_per_group * devices
+        assert counters["refused_disk_total"] == 0
 
     with opened(path, cap_bytes=cap) as store:
         assert store.counters["thinned_total"] == counters["thinned_total"]
