@@ -17,6 +17,7 @@ from edge.local_api import LocalApiServer, LocalSite, Overrides, overrides_path_
 from edge.meters import MeterService
 from edge.metrics import age_seconds, bind_metrics, render_lines, serve_metrics
 from edge.ocpp.server import OcppServer
+from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
 from protocols.backoff import Backoff
@@ -47,7 +48,11 @@ class EdgeAgent:
         self.controller: Controller | None = None
         if config.chargers or config.ocpp.allow_discovery:
             self.ocpp = OcppServer(
-                config.ocpp, config.chargers, self.outbox, clock=self.clock.now
+                config.ocpp,
+                config.chargers,
+                self.outbox,
+                clock=self.clock.now,
+                transactions_path=store_path_beside(config.outbox.path),
             )
         target = parse_mqtt_url(config.cloud.mqtt_url)
         if config.cloud.username:

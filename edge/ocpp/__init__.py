@@ -7,10 +7,19 @@ Modules:
 * ``edge.ocpp.auth``: charge point identity from the URL path, HTTP Basic check
   (raw password or the hex AuthorizationKey), subprotocol choice;
 * ``edge.ocpp.lib``: the only module that imports the ``ocpp`` package;
-* ``edge.ocpp.server``: ``OcppServer`` (websockets listener, raw-frame screening,
-  one ``ChargePoint`` subclass per OCPP version, registry of connected chargers,
-  commands to chargers: set/clear charging profiles, composite schedule);
-* ``edge.ocpp.commands``: version-specific command payloads and answers (no I/O).
+* ``edge.ocpp.server``: ``OcppServer`` (websockets listener, registry of connected
+  chargers, commands to chargers: set/clear charging profiles, composite
+  schedule, ...);
+* ``edge.ocpp.handshake``: the websockets hooks of the opening handshake (HTTP
+  refusals, subprotocol, TLS context);
+* ``edge.ocpp.routes``: one ``ChargePoint`` subclass per OCPP version, routing
+  each action to the charger's session;
+* ``edge.ocpp.session``: ``ChargerSession``, what each message means for one
+  charger (events, readings, transactions, answers);
+* ``edge.ocpp.state``: the registry's records (``ChargerState``,
+  ``PendingCharger``, ...);
+* ``edge.ocpp.commands``: version-specific command payloads and answers (no I/O);
+* ``protocols.ocpp.frames``: raw-frame screening and the CALLERROR tables (pure).
 
 Exception tree::
 

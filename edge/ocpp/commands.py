@@ -375,6 +375,7 @@ class Variable:
     variable_instance: str | None = None
 
     def wire(self) -> JsonObject:
+        """The variable as a 2.0.1 ``{component, variable}`` request object."""
         component: JsonObject = {"name": self.component}
         if self.component_instance is not None:
             component["instance"] = self.component_instance
@@ -385,6 +386,7 @@ class Variable:
 
     @property
     def name(self) -> str:
+        """The key of this variable in a GetVariables/SetVariables answer."""
         return f"{self.component}.{self.variable}"
 
 
@@ -472,6 +474,7 @@ class Capabilities:
     raw: dict[str, str | None] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
+        """The capabilities as stored in a ``capabilities`` event."""
         return {
             "smart_charging": self.smart_charging,
             "max_stack_level": self.max_stack_level,

@@ -108,11 +108,13 @@ def boot_result(
 
 
 def heartbeat_result(version: str, *, current_time: str) -> object:
+    """The Heartbeat answer for ``version``, telling the charger our time."""
     module = result16 if version == "1.6" else result201
     return module.Heartbeat(current_time=current_time)
 
 
 def status_result(version: str) -> object:
+    """The (empty) StatusNotification answer for ``version``."""
     module = result16 if version == "1.6" else result201
     return module.StatusNotification()
 

@@ -134,6 +134,7 @@ class TransactionStore:
         )
 
     def close(self) -> None:
+        """Finish the queued work, then close the database."""
         self._executor.shutdown(wait=True)
         self._db.close()
 
@@ -218,6 +219,7 @@ class TransactionStore:
     async def state201(
         self, charger: str, tx_id: str, seq_no: int | None
     ) -> TxState201:
+        """What is stored of this 2.0.1 transaction before an event is stored."""
         result: TxState201 = await self._run(self._state201, charger, tx_id, seq_no)
         return result
 
@@ -272,6 +274,7 @@ class TransactionStore:
         return None if row is None else int(row[0])
 
     async def cached_at_ms(self, key: str) -> int | None:
+        """When the id-tag cache last saw ``key`` accepted (ms), or None."""
         result: int | None = await self._run(self._cache_get, key)
         return result
 
@@ -283,6 +286,7 @@ class TransactionStore:
         )
 
     async def cache_accepted(self, key: str, at_ms: int) -> None:
+        """Remember that ``key`` was accepted at ``at_ms``."""
         await self._run(self._cache_put, key, at_ms)
 
 

@@ -25,6 +25,7 @@ import pytest
 from edge.config import EdgeConfig
 from edge.controller import Controller
 from edge.ocpp.server import OcppServer
+from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
 from protocols.contract import pack
 from protocols.lease import Lease
@@ -148,7 +149,12 @@ async def rig(
     config = edge_config(tmp_path)
     outbox = Outbox.open(config.outbox.path)
     await outbox.start()
-    server = OcppServer(config.ocpp, config.chargers, outbox)
+    server = OcppServer(
+        config.ocpp,
+        config.chargers,
+        outbox,
+        transactions_path=store_path_beside(config.outbox.path),
+    )
     posted: list[tuple[str, Any]] = []
     controller = Controller(
         config,
@@ -365,7 +371,12 @@ async def test_older_or_foreign_leases_are_ignored_and_the_lease_survives_restar
     outbox = Outbox.open(config.outbox.path)
     await outbox.start()
     try:
-        server = OcppServer(config.ocpp, config.chargers, outbox)
+        server = OcppServer(
+            config.ocpp,
+            config.chargers,
+            outbox,
+            transactions_path=store_path_beside(config.outbox.path),
+        )
         controller = Controller(config, server, lease_path=tmp_path / "lease.msgpack")
         assert controller.accept_lease(lease_for(7360.0, version=5))
         assert not controller.accept_lease(lease_for(1000.0, version=4))

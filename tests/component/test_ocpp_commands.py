@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from edge.ocpp.commands import ChargerNotConnected
 from edge.ocpp.config import ChargerConfig, IdTagConfig, OcppServerConfig
 from edge.ocpp.server import OcppServer
+from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
 from protocols.ocpp import (
     ChargingProfile,
@@ -46,7 +47,10 @@ async def running(outbox: Outbox) -> AsyncIterator[OcppServer]:
         host="127.0.0.1", port=0, security_profile=1, id_tags=[IdTagConfig(id="TAG1")]
     )
     server = OcppServer(
-        config, [ChargerConfig(id="CP1", password=SecretStr(PASSWORD))], outbox
+        config,
+        [ChargerConfig(id="CP1", password=SecretStr(PASSWORD))],
+        outbox,
+        transactions_path=store_path_beside(outbox.store.path),
     )
     await server.start()
     try:

@@ -24,6 +24,7 @@ from websockets.typing import Subprotocol
 from edge.ocpp.commands import ChargerNotConnected, CommandFailed, Variable
 from edge.ocpp.config import ChargerConfig, IdTagConfig, OcppServerConfig
 from edge.ocpp.server import ApproveOutcome, OcppServer
+from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
 from protocols.ocpp import (
     ChargingProfile,
@@ -64,7 +65,9 @@ async def running(outbox: Outbox, **settings: Any) -> AsyncIterator[OcppServer]:
         ChargerConfig(id="CP1", password=SecretStr(PASSWORD)),
         ChargerConfig(id="RAW", password=SecretStr(PASSWORD)),
     ]
-    server = OcppServer(config, chargers, outbox)
+    server = OcppServer(
+        config, chargers, outbox, transactions_path=store_path_beside(outbox.store.path)
+    )
     await server.start()
     try:
         yield server

@@ -32,6 +32,7 @@ from edge.ocpp import lib
 from edge.ocpp.auth import check_basic_auth, identity_from_path
 from edge.ocpp.config import ChargerConfig, OcppServerConfig
 from edge.ocpp.server import OcppServer
+from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Event, Outbox
 from tests.harness.timing import eventually, timeout
 
@@ -67,7 +68,11 @@ async def outbox(tmp_path: Path) -> AsyncIterator[Outbox]:
 async def running(
     sink: Any, chargers: Sequence[ChargerConfig] = CHARGERS, **settings: Any
 ) -> AsyncIterator[OcppServer]:
-    server = OcppServer(OcppServerConfig(port=0, **settings), chargers, sink)
+    # a fake sink keeps transaction state in memory
+    path = store_path_beside(sink.store.path) if isinstance(sink, Outbox) else None
+    server = OcppServer(
+        OcppServerConfig(port=0, **settings), chargers, sink, transactions_path=path
+    )
     await server.start()
     try:
         yield server

@@ -49,7 +49,13 @@ async def running(
     config = OcppServerConfig(
         port=0, security_profile=0, allow_unsecured_lab=True, **settings
     )
-    server = OcppServer(config, CHARGERS, outbox, clock=clock)
+    server = OcppServer(
+        config,
+        CHARGERS,
+        outbox,
+        clock=clock,
+        transactions_path=store_path_beside(outbox.store.path),
+    )
     await server.start()
     try:
         yield server
