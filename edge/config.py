@@ -65,6 +65,22 @@ class LocalBroker(_Strict):
     )
     username: str | None = None
     password: str | None = None
+    reconnect_max_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description=(
+            "cap of the reconnect backoff; the broker is on the site, and the "
+            "edge's session should be back before the meters' readings pile up"
+        ),
+    )
+    broker_config: Path | None = Field(
+        default=None,
+        description=(
+            "the site broker's mosquitto.conf, read at start to show the "
+            "installer what a broker crash can lose (edge.site_broker)"
+        ),
+    )
 
     _url = field_validator("mqtt_url")(_check_url)
 

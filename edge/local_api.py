@@ -327,6 +327,7 @@ class LocalSite:
             "backlog_oldest_age_s": None,
             "outbox_used_bytes": None,
             "outbox_cap_bytes": None,
+            "site_broker": self._site_broker(),
         }
         if self.outbox is not None:
             s = await self.outbox.stats()
@@ -335,6 +336,21 @@ class LocalSite:
             out["outbox_used_bytes"] = s.used_bytes
             out["outbox_cap_bytes"] = s.cap_bytes
         return out
+
+    def _site_broker(self) -> dict[str, Any] | None:
+        """What a crash of the site broker can lose: what its config file says
+        (``local.broker_config``) and what this run has seen (reconnects on which
+        the broker had lost this gateway's session)."""
+        if self.meters is None:
+            return None
+        d = self.meters.site_broker
+        return {
+            "config": _str_or_none(self.config.local.broker_config),
+            "durability": d if isinstance(d, str) else d.summary,
+            "saves_every_reading": None if isinstance(d, str) else d.every_message,
+            "sessions_kept": self.meters.sessions_kept,
+            "sessions_lost": self.meters.sessions_lost,
+        }
 
     def _site(self) -> dict[str, Any]:
         site = self.config.site
@@ -877,6 +893,10 @@ input{width:14rem}button{padding:.3rem .8rem}form{margin:.3rem 0}
 """
 
 
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _e(value: object) -> str:
     return html.escape("" if value is None else str(value))
 
@@ -895,6 +915,18 @@ def _num(value: object, unit: str, digits: int = 0) -> str:
     if not isinstance(value, int | float):
         return "-"
     return f"{value:,.{digits}f} {unit}"
+
+
+def _broker_keeps(sb: dict[str, Any] | None) -> str:
+    """The site broker's durability line: green only when it saves every reading
+    and has never lost this gateway's session."""
+    if sb is None:
+        return "-"
+    text = _e(sb["durability"])
+    if sb["sessions_lost"]:
+        text += f"; lost this gateway's session {_e(sb['sessions_lost'])} time(s)"
+    good = sb["saves_every_reading"] is True and not sb["sessions_lost"]
+    return f'<span class="{"ok" if good else "bad"}">{text}</span>'
 
 
 def render_page(data: dict[str, Any], *, message: str = "", error: str = "") -> str:
@@ -937,6 +969,7 @@ def render_page(data: dict[str, Any], *, message: str = "", error: str = "") -> 
         _row("Waiting for the cloud", waiting),
         _row("Outbox", f"{_num(used_mb, 'MB', 1)} of {_num(cap_mb, 'MB')}"),
         _row("Meter broker", broker),
+        _row("Meter broker keeps", _broker_keeps(h.get("site_broker"))),
         _row("Chargers connected", _e(h["chargers_connected"])),
         "</table></div>",
     ]
@@ -1088,9 +1121,12 @@ class LocalApiServer:
                 family=socket.AF_INET6 if ":" in host else socket.AF_INET,
             )
         except OSError as exc:
+            # deliberately not fatal (unlike metrics.listen): the page is a
+            # convenience and readings do not depend on it
             log.error(
                 "local api: cannot listen on %s (%s); the installer page is off, "
-                "the rest of the edge runs on",
+                "the rest of the edge runs on. To get the page: choose another "
+                "[local_api] listen in the config, or stop the other process",
                 self.listen,
                 exc.strerror or exc,
             )

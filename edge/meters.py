@@ -7,6 +7,15 @@ durable in the outbox, so a gateway killed at any instant loses nothing: the bro
 redelivers what was not acknowledged to the persistent session, and the outbox
 drops the redelivered readings it already holds (same stream, same or older time).
 
+The other way round, a message the broker has sent is stored even when the broker
+dies before the edge could acknowledge it: Mosquitto writes the PUBLISH to the edge
+before its PUBACK to the meter but keeps in-flight messages only in memory until
+its next save, so after a broker crash the edge may hold the only copy. The meter
+tasks therefore outlive connections; acks meant for a dead connection are dropped.
+The reconnect backoff is capped low (``local.reconnect_max_s``, 1 s): the broker is
+on the site, and the edge's session should be back before the meters are.
+``edge.site_broker`` says what the broker's own config keeps across a crash.
+
 A payload that cannot be decoded is counted by reason and logged when the meter's
 state changes (ok -> failing, failing -> ok), then acknowledged: sending the same
 bytes again would not help. When the outbox is full (only registers and events
@@ -27,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 
@@ -40,6 +50,7 @@ from edge.config import (
     TasmotaMeter,
 )
 from edge.outbox import AppendResult, Outbox
+from edge.site_broker import Durability, read_durability
 from protocols import meters as decoders
 from protocols.backoff import Backoff
 from protocols.readings import Reading
@@ -146,10 +157,12 @@ class _InOrderAcks:
     def __init__(self, send: Callable[[int, int], object]) -> None:
         self._send = send
         self._pending: deque[list[int | bool]] = deque()
+        self.closed = False
 
     def track(self, mid: int, qos: int) -> list[int | bool]:
         entry: list[int | bool] = [mid, qos, False]
-        self._pending.append(entry)
+        if not self.closed:
+            self._pending.append(entry)
         return entry
 
     def done(self, entry: list[int | bool]) -> None:
@@ -159,7 +172,10 @@ class _InOrderAcks:
             if int(qos) > 0:
                 self._send(int(mid), int(qos))
 
-    def clear(self) -> None:
+    def close(self) -> None:
+        """The connection is gone: its message ids mean nothing to the next one
+        (the broker redelivers what it still has), so send no more acks."""
+        self.closed = True
         self._pending.clear()
 
 
@@ -181,6 +197,17 @@ class MeterService:
         self.drivers = [DRIVERS[m.type](m) for m in config.meters]
         self.unmatched = 0
         self.connected = False
+        # reconnects on which the broker still had (kept) or no longer had (lost)
+        # this gateway's persistent session
+        self.sessions_kept = 0
+        self.sessions_lost = 0
+        self._subscribed_before = False
+        broker_config = config.local.broker_config
+        self.site_broker: Durability | str = (
+            read_durability(broker_config)
+            if broker_config is not None
+            else "unknown: set [local] broker_config to the site broker's config file"
+        )
         # called with (meter id, readings) once they are stored (the fuse guard)
         self.observers: list[Callable[[str, Sequence[Reading]], None]] = []
 
@@ -192,14 +219,26 @@ class MeterService:
         if not self.drivers:
             log.info("meters: none configured")
             await asyncio.Event().wait()
-        target = parse_mqtt_url(self.config.local.mqtt_url)
+        # the meter tasks live as long as the service: a message received on a
+        # connection that then dropped is still stored (see the module docstring)
+        async with asyncio.TaskGroup() as tg:
+            for d in self.drivers:
+                tg.create_task(self._drive(d), name=f"meter-{d.id}")
+            tg.create_task(self._connection(), name="meters-connection")
+
+    async def _connection(self) -> None:
+        """Connect, subscribe and dispatch; reconnect (backoff capped at
+        ``local.reconnect_max_s``) whenever the broker goes away."""
+        local = self.config.local
+        target = parse_mqtt_url(local.mqtt_url)
+        backoff = Backoff(0.2, local.reconnect_max_s)
         attempt = 0
         while True:
             client = aiomqtt.Client(
                 target.host,
                 target.port,
-                username=self.config.local.username or target.username,
-                password=self.config.local.password or target.password,
+                username=local.username or target.username,
+                password=local.password or target.password,
                 identifier=f"fusebox-edge-{self.config.gateway_id}-meters",
                 # persistent session: the broker queues readings while we are down
                 clean_session=False,
@@ -210,52 +249,73 @@ class MeterService:
             # aiomqtt has no switch for this; paho (underneath) acks only when told
             paho = client._client
             paho.manual_ack_set(True)
-
+            session = _watch_session_present(paho)
             acks = _InOrderAcks(paho.ack)
             try:
                 async with client:
+                    self._note_session(bool(session and session[-1]), target.url())
                     for d in self.drivers:
                         for f in d.filters:
                             await client.subscribe(f, qos=1)
                     self.connected = True
                     log.info("meters: subscribed on %s", target.url())
                     attempt = 0
-                    async with asyncio.TaskGroup() as tg:
-                        for d in self.drivers:
-                            tg.create_task(self._drive(d, acks), name=f"meter-{d.id}")
-                        tg.create_task(
-                            self._dispatch(client, acks), name="meters-dispatch"
-                        )
-            except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                    await self._dispatch(client, acks)
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 self.connected = False
-                acks.clear()  # unacknowledged messages come again after reconnect
-                for d in self.drivers:
-                    while not d.queue.empty():
-                        d.queue.get_nowait()
+                # what the broker still has comes again after the reconnect
+                acks.close()
                 if attempt == 0:
                     log.warning(
                         "meters: local broker %s lost (%s); reconnecting",
                         target.url(),
-                        group.exceptions[0],
+                        exc,
                     )
-                await asyncio.sleep(Backoff(0.2, 10).delay(attempt, self.rng))
+                await asyncio.sleep(backoff.delay(attempt, self.rng))
                 attempt += 1
 
-    async def _dispatch(self, client: aiomqtt.Client, acks: _InOrderAcks) -> None:
-        async for message in client.messages:
-            entry = acks.track(message.mid, message.qos)
-            driver = next((d for d in self.drivers if d.wants(message.topic)), None)
-            if driver is None:
-                self.unmatched += 1
-                acks.done(entry)
-                continue
-            message._fusebox_ack = entry  # type: ignore[attr-defined]
-            driver.queue.put_nowait(message)
+    def _note_session(self, present: bool, url: str) -> None:
+        """Count a reconnect on which the broker no longer knew this gateway's
+        session: readings the meters published since it lost it went nowhere."""
+        if present:
+            self.sessions_kept += 1
+        elif self._subscribed_before:
+            self.sessions_lost += 1
+            log.error(
+                "meters: the site broker %s lost this gateway's session (restarted "
+                "without persistence, or crashed before saving it); meter readings "
+                "published meanwhile are lost. Give it the settings of "
+                "deploy/mosquitto-site.conf (fusebox edge init writes them)",
+                url,
+            )
+        self._subscribed_before = True
 
-    async def _drive(self, driver: MeterDriver, acks: _InOrderAcks) -> None:
+    async def _dispatch(self, client: aiomqtt.Client, acks: _InOrderAcks) -> None:
+        try:
+            async for message in client.messages:
+                self._route(message, acks)
+        finally:
+            # received but not yet handed out when the link dropped: store them
+            # too (aiomqtt's iterator stops at the disconnect and leaves them)
+            leftover = client._queue
+            while not leftover.empty():
+                self._route(leftover.get_nowait(), acks)
+            acks.close()  # their acks would go to a dead connection
+
+    def _route(self, message: aiomqtt.Message, acks: _InOrderAcks) -> None:
+        entry = acks.track(message.mid, message.qos)
+        driver = next((d for d in self.drivers if d.wants(message.topic)), None)
+        if driver is None:
+            self.unmatched += 1
+            acks.done(entry)
+            return
+        message._fusebox_ack = (acks, entry)  # type: ignore[attr-defined]
+        driver.queue.put_nowait(message)
+
+    async def _drive(self, driver: MeterDriver) -> None:
         while True:
             message = await driver.queue.get()
-            entry = message._fusebox_ack  # type: ignore[attr-defined]
+            acks, entry = message._fusebox_ack  # type: ignore[attr-defined]
             payload = message.payload
             raw = (
                 payload
@@ -308,3 +368,19 @@ class MeterService:
                     observer(driver.id, readings)
                 except Exception:
                     log.exception("meter %s: an observer failed", driver.id)
+
+
+def _watch_session_present(paho: Any) -> list[bool]:
+    """Record the CONNACK's session-present flag of ``paho`` (aiomqtt drops it) in
+    the returned list, still calling aiomqtt's own handler."""
+    seen: list[bool] = []
+    aiomqtt_on_connect = paho.on_connect
+
+    def on_connect(
+        client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
+    ) -> None:
+        seen.append(bool(getattr(flags, "session_present", False)))
+        aiomqtt_on_connect(client, userdata, flags, reason_code, properties)
+
+    paho.on_connect = on_connect
+    return seen

@@ -203,18 +203,39 @@ def cmd_edge_check(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_init(args: argparse.Namespace) -> int:
-    from fusebox.starter import starter_config
+    """Write the starter edge config and, beside it, the site broker's config
+    (``edge.site_broker``): persistence that saves every reading the broker
+    acknowledges. The edge config names the broker's file, so the installer's
+    page shows what a broker crash can lose."""
+    from edge.site_broker import site_broker_config
+    from fusebox.starter import DEMO_LOCAL_MQTT_PORT, starter_config
 
     out = Path(args.out)
-    if out.exists() and not args.force:
+    broker = (
+        Path(args.site_broker_conf)
+        if args.site_broker_conf
+        else out.with_name("mosquitto-site.conf")
+    )
+    existing = [p for p in (out, broker) if p.exists()]
+    if existing and not args.force:
         print(
-            f"fusebox edge init: {out} exists; use --force to overwrite",
+            f"fusebox edge init: {existing[0]} exists; use --force to overwrite",
             file=sys.stderr,
         )
         return EXIT_BAD_CONFIG
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(starter_config(gateway_id=args.gateway_id))
+    broker.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        starter_config(gateway_id=args.gateway_id, broker_config=str(broker))
+    )
+    broker.write_text(
+        site_broker_config(
+            persistence_location=args.site_broker_data,
+            port=DEMO_LOCAL_MQTT_PORT,
+        )
+    )
     print(f"wrote {out}; run it with: fusebox edge run --config {out}")
+    print(f"wrote {broker}; run the site broker with: mosquitto -c {broker}")
     return 0
 
 
@@ -334,6 +355,16 @@ def _print_edge_status(s: dict[str, Any], config_path: str) -> None:
         else ""
     )
     print(f"site: main fuse {site['main_fuse_a']:g} A{meter}")
+    sb = h.get("site_broker")
+    if sb is not None:
+        lost = sb["sessions_lost"]
+        print(
+            "site broker: "
+            + ("connected" if h["meters_connected"] else "not connected")
+            + f"; {sb['durability']}"
+            + (f" ({sb['config']})" if sb["config"] else "")
+            + (f"; lost this gateway's session {lost} time(s)" if lost else "")
+        )
     print(f"chargers ({len(s['chargers'])}):")
     for c in s["chargers"]:
         ctl = c["control"]
@@ -673,6 +704,18 @@ def build_parser() -> argparse.ArgumentParser:
     e_init.add_argument("--out", required=True)
     e_init.add_argument("--gateway-id", default="gw-site-1")
     e_init.add_argument("--force", action="store_true")
+    e_init.add_argument(
+        "--site-broker-conf",
+        metavar="FILE",
+        help="where to write the site broker's Mosquitto config "
+        "(default: mosquitto-site.conf beside --out)",
+    )
+    e_init.add_argument(
+        "--site-broker-data",
+        metavar="DIR",
+        default="/var/lib/mosquitto/",
+        help="the site broker's persistence directory (default /var/lib/mosquitto/)",
+    )
     e_init.set_defaults(func=cmd_edge_init)
     e_claim = edge.add_parser(
         "claim-code", help="show the code an installer types to claim this gateway"

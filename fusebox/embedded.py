@@ -236,6 +236,9 @@ class MosquittoProcess:
     host: str = "127.0.0.1"
     port: int | None = None
     autosave_interval_s: int = 1
+    # True: autosave_interval_s counts changes (queued messages, subscriptions,
+    # acks) instead of seconds, as the shipped site broker config does
+    autosave_on_changes: bool = False
     max_queued_messages: int = 1_000_000
     max_inflight_messages: int = 100
     start_timeout_s: float = 10.0
@@ -342,6 +345,7 @@ class MosquittoProcess:
             "persistence true",
             f"persistence_location {persistence_dir}/",
             "persistence_file mosquitto.db",
+            f"autosave_on_changes {'true' if self.autosave_on_changes else 'false'}",
             f"autosave_interval {self.autosave_interval_s}",
             f"max_queued_messages {self.max_queued_messages}",
             f"max_inflight_messages {self.max_inflight_messages}",

@@ -7,6 +7,8 @@ change the URLs and the meters.
 
 from __future__ import annotations
 
+import json
+
 DEMO_CLOUD_MQTT_PORT = 18830
 DEMO_LOCAL_MQTT_PORT = 18831
 
@@ -37,6 +39,13 @@ mqtt_url = "mqtt://127.0.0.1:{cloud_port}"
 [local]
 # The site's broker that the meters publish to.
 mqtt_url = "mqtt://127.0.0.1:{local_port}"
+# That broker's own config file (`fusebox edge init` writes one beside this
+# file). The edge only reads it, to show the installer what a broker crash can
+# lose; the broker must run with it (mosquitto -c FILE).
+{broker_config_line}
+# Reconnect backoff cap (s): the broker is on the site, so the edge's session is
+# back before the meters' readings pile up in it.
+reconnect_max_s = 1
 
 [outbox]
 # Every reading is kept here until the cloud has stored it.
@@ -104,7 +113,15 @@ def starter_config(
     gateway_id: str = "gw-site-1",
     cloud_port: int = DEMO_CLOUD_MQTT_PORT,
     local_port: int = DEMO_LOCAL_MQTT_PORT,
+    broker_config: str | None = None,
 ) -> str:
+    """The commented starter edge config; ``broker_config`` names the site
+    broker's config file (commented out when ``None``)."""
+    broker_config_line = (
+        f"broker_config = {json.dumps(broker_config)}"
+        if broker_config is not None
+        else '# broker_config = "/etc/mosquitto/mosquitto.conf"'
+    )
     meters = "\n".join(
         f'[[meters]]\ntype = "{fmt}"\nid = "{mid}"\ntopic = "{topic}"\n'
         for mid, fmt, topic, _device in DEMO_METERS
@@ -113,5 +130,6 @@ def starter_config(
         gateway_id=gateway_id,
         cloud_port=cloud_port,
         local_port=local_port,
+        broker_config_line=broker_config_line,
         meters=meters,
     )

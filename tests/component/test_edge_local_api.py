@@ -183,6 +183,10 @@ async def test_status_and_page_show_claim_code_health_chargers_and_meters(
         assert h["ocpp_listening"] is True and h["chargers_connected"] == 1
         assert h["backlog_records"] >= 1  # the boot event waits for the cloud
         assert h["outbox_cap_bytes"] > 0
+        # no [local] broker_config: the page says it cannot tell what a crash loses
+        sb = h["site_broker"]
+        assert sb["durability"].startswith("unknown") and sb["sessions_lost"] == 0
+        assert sb["saves_every_reading"] is None
         assert s["site"]["main_fuse_a"] == 60 and s["site"]["controller_running"]
         (cp1,) = s["chargers"]
         assert cp1["id"] == "CP1" and cp1["connected"] is True
@@ -202,6 +206,7 @@ async def test_status_and_page_show_claim_code_health_chargers_and_meters(
         assert "Available" in text and "glow/SITE" in text
         assert 'name="viewport"' in text or "name=viewport" in text
         assert 'action="/ui/site"' in text
+        assert "Meter broker keeps" in text
 
     # the code never leaves the site: only its hash is in the gateway status
     status_msg = msgpack.unpackb(await agent.uplink.status_payload())

@@ -93,6 +93,13 @@ class Stack:
 
     # ------------------------------------------------------------------ processes
 
+    def ship_site_broker(self) -> None:
+        """Restart the site broker with the shipped deploy/mosquitto-site.conf
+        persistence settings (save on every change) instead of the harness's 1 s
+        autosave; call before starting anything that connects to it."""
+        self.site.use_settings_of()
+        self.site.restart()
+
     def ingest(self, name: str = "ingest-1", *, dsn: str | None = None) -> Proc:
         return self.procs.start(
             [

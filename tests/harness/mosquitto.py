@@ -9,6 +9,9 @@ Use ``mosquitto.url`` (``mqtt://127.0.0.1:PORT``) for clients; ``mosquitto2`` is
 independent second broker for tests that need a site broker and a cloud broker. When a
 test fails, look at ``mosquitto.log_tail()`` (or the log under the tmp dir).
 
+``use_settings_of()`` swaps the 1 s autosave for the shipped site broker's settings
+(save on every change), for tests of what a broker crash loses.
+
 For a broker with authentication, pass ``extra_conf`` (lines appended to the generated
 config; a later ``allow_anonymous false`` wins) or use :func:`dynsec_server`, which
 loads Mosquitto's dynamic security plugin with one admin account.
@@ -21,10 +24,21 @@ from pathlib import Path
 
 import pytest
 
+from edge.site_broker import mosquitto_settings, parse_durability
 from fusebox.embedded import MosquittoProcess
 from tests.harness.timing import timeout
 
-__all__ = ["MosquittoServer", "dynsec_server", "mosquitto", "mosquitto2"]
+# the site broker config docker-compose.yml runs (the one `fusebox edge init` writes
+# has the same settings)
+SHIPPED_SITE_CONF = Path(__file__).resolve().parents[2] / "deploy/mosquitto-site.conf"
+
+__all__ = [
+    "SHIPPED_SITE_CONF",
+    "MosquittoServer",
+    "dynsec_server",
+    "mosquitto",
+    "mosquitto2",
+]
 
 
 class MosquittoServer(MosquittoProcess):
@@ -58,6 +72,18 @@ class MosquittoServer(MosquittoProcess):
         if self.extra_conf:
             with self.conf_path.open("a") as conf:
                 conf.write("\n".join(self.extra_conf) + "\n")
+
+    def use_settings_of(self, conf: Path = SHIPPED_SITE_CONF) -> None:
+        """Take the persistence and queue settings of the Mosquitto config ``conf``
+        (the shipped site broker's by default) instead of the 1 s autosave, from the
+        next (re)start on. Listener, paths and logging stay the harness's own."""
+        values = mosquitto_settings(conf.read_text(encoding="utf-8"))
+        durability = parse_durability(conf.read_text(encoding="utf-8"))
+        assert durability.persistence, f"{conf} has no persistence"
+        self.autosave_on_changes = durability.autosave_on_changes
+        self.autosave_interval_s = durability.autosave_interval
+        self.max_queued_messages = durability.max_queued_messages
+        self.max_inflight_messages = int(values.get("max_inflight_messages", 20))
 
     @property
     def mqtt_port(self) -> int:

@@ -363,7 +363,9 @@ def test_edge_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
     out = tmp_path / "conf" / "x.toml"
     result = _fusebox("edge", "init", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert out.read_text() == starter_config()
+    broker = out.with_name("mosquitto-site.conf")
+    assert out.read_text() == starter_config(broker_config=str(broker))
+    assert "autosave_on_changes true" in broker.read_text()
 
     result = _fusebox("edge", "check", "--config", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -387,4 +389,6 @@ def test_edge_init_writes_a_config_that_check_accepts(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert out.read_text() == starter_config(gateway_id="gw-9")
+    assert out.read_text() == starter_config(
+        gateway_id="gw-9", broker_config=str(broker)
+    )
