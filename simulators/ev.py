@@ -72,6 +72,7 @@ class EvBattery:
 
     @property
     def full(self) -> bool:
+        """True once the battery is at 100 % state of charge."""
         return self.soc_pct >= 100.0
 
     @property
