@@ -31,7 +31,7 @@ from pydantic import (
 
 from cloud.api_errors import field_error
 from cloud.auth import Access, Principal, User, gateway_access, require_role
-from cloud.scheduler import store_tariff
+from cloud.tariffs import store_tariff
 from protocols.bodies import RequestBody
 from protocols.lease import SLOT_MS
 

@@ -18,9 +18,12 @@ clock is simulated and fast) it:
    ``prices``       the site's tariff was updated likewise
    ``refresh``      the lease is within ``refresh_before_s`` of ``valid_until``
 
-4. plans each such site jointly with :func:`protocols.planning.plan_charging`,
-   persists the plan in ``plans`` and publishes it as a retained
-   :class:`~protocols.lease.Lease` on ``down/schedule``.
+4. reads what each such site's plan depends on (``gather``: the sessions, the
+   owners' asks, the tariff from ``cloud.tariffs``), composes the lease with
+   :func:`protocols.planning.leasing.compose_lease` (the pure rules the edge's local
+   replan shares: energy still needed, curve extension), persists the plan in
+   ``plans`` and publishes it as a retained :class:`~protocols.lease.Lease` on
+   ``down/schedule``.
 
 Versions rise per gateway: ``max(previous) + 1``, taken under a per-gateway
 advisory lock, and ``(gateway_id, version)`` is the primary key, so two schedulers
@@ -43,10 +46,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
@@ -59,31 +60,53 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.mqtt import cloud_client
+from cloud.tariffs import load_prices, read_slots
 from protocols import contract
 from protocols.backoff import Backoff
 from protocols.clock import Clock
 from protocols.lease import (
-    ChargerLease,
-    ChargerRequest,
     Command,
     Lease,
-    LeasePeriod,
-    SiteInfo,
     down_cmd,
     down_schedule,
     unpack_command_result,
     unpack_schedule_status,
 )
-from protocols.planning import (
-    SLOT,
-    EvRequest,
-    Plan,
-    SchedulePeriod,
-    SiteLimit,
-    SlotCurve,
-    floor_slot,
-    plan_charging,
+from protocols.planning import SLOT, floor_slot
+from protocols.planning.leasing import (
+    ChargerInputs,
+    Composed,
+    OwnerTarget,
+    SiteInputs,
+    SiteRow,
+    cap_periods,
+    compose_lease,
+    fill_curve,
+    horizon_slots,
+    ms,
+    next_local_time,
+    owner_ask,
 )
+
+__all__ = [
+    "DB_ERRORS",
+    "RESULT_FILTER",
+    "STATUS_FILTER",
+    "ChargerInputs",
+    "Composed",
+    "Reason",
+    "Scheduler",
+    "SchedulerMetrics",
+    "SchedulerSettings",
+    "SiteInputs",
+    "SiteRow",
+    "cap_periods",
+    "compose_lease",
+    "fill_curve",
+    "load_prices",
+    "ms",
+    "next_local_time",
+]
 
 log = logging.getLogger("fusebox.cloud.scheduler")
 
@@ -94,7 +117,6 @@ STATUS_FILTER = f"{contract.TOPIC_ROOT}/+/up/schedule_status"
 RESULT_FILTER = f"{contract.TOPIC_ROOT}/+/up/cmd_result"
 
 Reason = Literal["plug_in", "unplug", "preferences", "settings", "prices", "refresh"]
-_MAX_HORIZON = timedelta(hours=48)
 _ACTIVE_SESSION_AGE = timedelta(days=7)
 _COMMAND_TTL = "1 hour"
 
@@ -137,254 +159,6 @@ class SchedulerMetrics:
     db_failures: int = 0
     planning_failures: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ pure helpers
-
-
-def next_local_time(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
-    """The next occurrence of local wall-clock ``at`` strictly after ``now`` (UTC)."""
-    local = now.astimezone(tz)
-    for days in (0, 1, 2):
-        day = local.date() + timedelta(days=days)
-        candidate = datetime.combine(day, at, tzinfo=tz).astimezone(UTC)
-        if candidate > now:
-            return candidate
-    raise AssertionError("unreachable: a local time recurs within two days")
-
-
-def ms(t: datetime) -> int:
-    return round(t.timestamp() * 1000)
-
-
-def fill_curve(
-    known: dict[datetime, float], start: datetime, n: int
-) -> tuple[list[float | None], int]:
-    """Values for ``n`` slots from ``start``; a missing slot takes the value of the
-    same slot a day earlier (itself possibly filled). Returns the values (None
-    where nothing is known) and how many slots were filled that way."""
-    day = 48
-    values: list[float | None] = []
-    filled = 0
-    history = [known.get(start - SLOT * (day - i)) for i in range(day)]
-    for i in range(n):
-        v = known.get(start + SLOT * i)
-        if v is None:
-            earlier = values[i - day] if i >= day else history[i]
-            if earlier is not None:
-                v = earlier
-                filled += 1
-        values.append(v)
-    return values, filled
-
-
-def cap_periods(
-    periods: Sequence[SchedulePeriod],
-    slots_start: datetime,
-    prices: Sequence[float],
-    cap: float,
-) -> tuple[list[SchedulePeriod], float]:
-    """Zero every part of ``periods`` lying in a slot priced above ``cap``.
-
-    Returns the new periods (merged where equal) and the energy removed in kWh."""
-    pieces: list[SchedulePeriod] = []
-    removed_kwh = 0.0
-    for p in periods:
-        s = p.start
-        while s < p.end:
-            slot = floor_slot(s)
-            e = min(p.end, slot + SLOT)
-            k = (slot - slots_start) // SLOT
-            price = prices[k] if 0 <= k < len(prices) else math.inf
-            limit, amps = p.limit_w, p.limit_a_per_phase
-            if price > cap and limit > 0:
-                removed_kwh += limit * (e - s).total_seconds() / 3_600_000
-                limit, amps = 0.0, 0.0
-            if pieces and pieces[-1].end == s and pieces[-1].limit_w == limit:
-                last = pieces[-1]
-                pieces[-1] = SchedulePeriod(
-                    last.start, e, limit, last.limit_a_per_phase
-                )
-            else:
-                pieces.append(SchedulePeriod(s, e, limit, amps))
-            s = e
-    while pieces and pieces[-1].limit_w == 0:
-        pieces.pop()
-    return pieces, removed_kwh
-
-
-# ---------------------------------------------------------------- site inputs
-
-
-@dataclass(frozen=True)
-class SiteRow:
-    main_fuse_a: float
-    phases: int
-    voltage_v: float
-    tariff_id: str
-    timezone: str
-    objective: Literal["cost", "carbon", "mix"]
-    carbon_weight: float
-    base_load_w: float | None
-
-
-@dataclass(frozen=True)
-class ChargerInputs:
-    charger_id: str
-    connector_id: int
-    max_power_w: float
-    min_power_w: float | None
-    phases: int
-    phase: int
-    mode: Literal["smart", "boost", "off"]
-    ready_by: datetime
-    energy_needed_kwh: float
-    register_wh: float | None
-    max_price_p_per_kwh: float | None
-
-
-@dataclass(frozen=True)
-class SiteInputs:
-    gateway_id: str
-    inputs_at: datetime
-    site: SiteRow
-    chargers: tuple[ChargerInputs, ...]
-    slots_start: datetime
-    prices: tuple[float, ...]
-    carbon: tuple[float, ...]  # empty when unknown
-    base_load_w: float
-    price_note: str  # "" or why the prices are a default
-
-
-@dataclass(frozen=True)
-class Composed:
-    lease: Lease
-    feasible: bool
-    cost_p: float
-    carbon_g: float
-
-
-def compose_lease(
-    inputs: SiteInputs, *, now: datetime, version: int, validity: timedelta
-) -> Composed:
-    """Plan the site and build its lease (pure: the inputs are already read)."""
-    site = inputs.site
-    start = inputs.slots_start
-    n = len(inputs.prices)
-    horizon_end = start + SLOT * n
-    objective = site.objective
-    if objective != "cost" and not inputs.carbon:
-        objective = "cost"
-    base = [inputs.base_load_w] * n
-    boost_periods: dict[str, list[SchedulePeriod]] = {}
-    for c in inputs.chargers:
-        if c.mode != "boost" or c.energy_needed_kwh <= 0:
-            continue
-        hours = c.energy_needed_kwh * 1000.0 / c.max_power_w
-        end = min(horizon_end, now + timedelta(hours=hours))
-        if end <= now:
-            continue
-        amps = c.max_power_w / (site.voltage_v * min(c.phases, site.phases))
-        boost_periods[c.charger_id] = [SchedulePeriod(now, end, c.max_power_w, amps)]
-        for k in range(n):
-            s, e = max(now, start + SLOT * k), min(end, start + SLOT * (k + 1))
-            if e > s:
-                base[k] += c.max_power_w * (e - s) / SLOT
-    smart = [
-        c for c in inputs.chargers if c.mode == "smart" and c.energy_needed_kwh > 0
-    ]
-    smart_ids = {c.charger_id for c in smart}
-    plan: Plan | None = None
-    if smart:
-        plan = plan_charging(
-            now,
-            [
-                EvRequest(
-                    charger_id=c.charger_id,
-                    ready_by=c.ready_by,
-                    max_power_w=c.max_power_w,
-                    phases=c.phases,
-                    min_power_w=c.min_power_w,
-                    energy_needed_kwh=c.energy_needed_kwh,
-                    phase=c.phase,
-                    voltage_v=site.voltage_v,
-                )
-                for c in smart
-            ],
-            SiteLimit(site.main_fuse_a, site.voltage_v, site.phases),
-            SlotCurve(start, inputs.prices),
-            carbon=SlotCurve(start, inputs.carbon, "gCO2/kWh")
-            if inputs.carbon
-            else None,
-            base_load_w=SlotCurve(start, tuple(base), "W"),
-            objective=objective,
-            carbon_weight=site.carbon_weight,
-        )
-    chargers: list[ChargerLease] = []
-    all_feasible = True
-    cost = carbon = 0.0
-    for c in inputs.chargers:
-        periods: list[SchedulePeriod] = []
-        feasible = True
-        if c.mode == "boost":
-            periods = boost_periods.get(c.charger_id, [])
-        elif plan is not None and c.charger_id in smart_ids:
-            cp = plan.for_charger(c.charger_id)
-            periods = list(cp.periods)
-            feasible = cp.feasible
-            planned = cp.energy_planned_kwh
-            cost += cp.cost_p
-            carbon += cp.carbon_g
-            if c.max_price_p_per_kwh is not None:
-                periods, removed = cap_periods(
-                    periods, start, inputs.prices, c.max_price_p_per_kwh
-                )
-                if removed > 0 and planned - removed < c.energy_needed_kwh - 1e-3:
-                    feasible = False
-        all_feasible = all_feasible and feasible
-        request = None
-        if c.mode != "off":
-            request = ChargerRequest(
-                energy_needed_kwh=min(1000.0, c.energy_needed_kwh),
-                ready_by_ms=ms(c.ready_by),
-                max_power_w=c.max_power_w,
-                min_power_w=c.min_power_w,
-                phases=1 if c.phases == 1 else 3,
-                register_wh_at_request=c.register_wh,
-            )
-        lease_periods = [
-            LeasePeriod(start_ms=ms(p.start), end_ms=ms(p.end), limit_w=p.limit_w)
-            for p in periods
-            if ms(p.end) > ms(p.start)
-        ]
-        chargers.append(
-            ChargerLease(
-                charger_id=c.charger_id,
-                connector_id=c.connector_id,
-                mode=c.mode,
-                periods=lease_periods,
-                request=request,
-                feasible=feasible,
-            )
-        )
-    lease = Lease(
-        gw=inputs.gateway_id,
-        version=version,
-        issued_ms=ms(now),
-        valid_until_ms=ms(now + validity),
-        site=SiteInfo(
-            main_fuse_a=site.main_fuse_a,
-            phases=1 if site.phases == 1 else 3,
-            voltage_v=site.voltage_v,
-        ),
-        objective=objective,
-        carbon_weight=site.carbon_weight,
-        slots_start_ms=ms(start),
-        price_p_per_kwh=list(inputs.prices),
-        carbon_g_per_kwh=list(inputs.carbon),
-        chargers=chargers,
-    )
-    return Composed(lease, all_feasible, cost, carbon)
 
 
 # ----------------------------------------------------------------------- SQL
@@ -494,6 +268,8 @@ class Scheduler:
         return max(0.05, min(s.interval_s, sim_bound))
 
     async def run(self) -> None:
+        """Connect to the broker and run cycles until cancelled; reconnect with
+        capped backoff when the broker is lost."""
         writer = asyncio.create_task(self._writer(), name="scheduler-writer")
         attempt = 0
         try:
@@ -642,31 +418,8 @@ class Scheduler:
         self, conn: asyncpg.Connection, gw: str, now: datetime
     ) -> SiteInputs:
         """Read everything the plan of ``gw`` depends on."""
-        st = self.settings
         inputs_at: datetime = await conn.fetchval("SELECT now()")
-        row = await conn.fetchrow("SELECT * FROM sites WHERE gateway_id = $1", gw)
-        if row is None:
-            site = SiteRow(
-                st.default_main_fuse_a, 1, 230.0, st.default_tariff,
-                st.default_timezone, "cost", 0.5, None,
-            )  # fmt: skip
-        else:
-            site = SiteRow(
-                row["main_fuse_a"],
-                row["phases"],
-                row["voltage_v"],
-                row["tariff_id"] or st.default_tariff,
-                row["timezone"],
-                row["objective"],
-                row["carbon_weight"],
-                row["base_load_w"],
-            )
-        try:
-            tz = ZoneInfo(site.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self._warn(f"tz:{gw}", 600, "scheduler: %s: unknown timezone %r; using UTC",
-                       gw, site.timezone)  # fmt: skip
-            tz = ZoneInfo("UTC")
+        site = await self._site_row(conn, gw)
         sessions = await conn.fetch(
             _ACTIVE + " ORDER BY o.charger_id", now - _ACTIVE_SESSION_AGE, gw
         )
@@ -682,6 +435,7 @@ class Scheduler:
                 "SELECT * FROM charging_preferences WHERE gateway_id = $1", gw
             )
         }
+        tz = self._zone(gw, site.timezone)
         chargers: list[ChargerInputs] = []
         seen: set[str] = set()
         for s in sessions:
@@ -689,52 +443,17 @@ class Scheduler:
             if cid in seen:  # two open sessions started at the same instant
                 continue
             seen.add(cid)
-            conf = configured.get(cid)
-            pref = prefs.get(cid)
-            connector = (conf["connector_id"] if conf else None) or s["connector_id"]
-            connector = connector if connector and connector >= 1 else 1
-            devices = [cid] if connector <= 1 else [cid, f"{cid}-{connector}"]
-            since = s["started_at"]
-            register = await conn.fetchval(
-                _LATEST_VALUE, gw, devices, "import_energy_wh", since, now
-            )
-            register_wh = register if register is not None else s["meter_start_wh"]
-            ready_at = pref["ready_by"] if pref else st.default_ready_by
-            if pref is None:
-                need = st.default_energy_kwh
-            elif pref["target_energy_kwh"] is not None:
-                delivered = 0.0
-                if register is not None and s["meter_start_wh"] is not None:
-                    delivered = max(0.0, register - s["meter_start_wh"]) / 1000.0
-                need = max(0.0, pref["target_energy_kwh"] - delivered)
-            else:
-                soc = await conn.fetchval(
-                    _LATEST_VALUE, gw, devices, "soc_pct", since, now
-                )
-                current = st.assumed_soc_pct if soc is None else soc
-                need = max(0.0, (pref["target_soc_pct"] - current) / 100.0)
-                need *= pref["battery_kwh"]
             chargers.append(
-                ChargerInputs(
-                    charger_id=cid,
-                    connector_id=connector,
-                    max_power_w=conf["max_power_w"] if conf else st.default_max_power_w,
-                    min_power_w=conf["min_power_w"] if conf else None,
-                    phases=conf["phases"] if conf else 1,
-                    phase=conf["phase"] if conf else 1,
-                    mode=pref["mode"] if pref else "smart",
-                    ready_by=next_local_time(now, ready_at, tz),
-                    energy_needed_kwh=need,
-                    register_wh=register_wh,
-                    max_price_p_per_kwh=pref["max_price_p_per_kwh"] if pref else None,
+                await self._charger_inputs(
+                    conn, gw, s, configured.get(cid), prefs.get(cid), tz, now
                 )
             )
         start = floor_slot(now)
-        end = start + timedelta(hours=st.horizon_h)
-        latest = max((c.ready_by for c in chargers), default=start)
-        while end < latest and end - start < _MAX_HORIZON:
-            end += SLOT
-        n = min((end - start) // SLOT, _MAX_HORIZON // SLOT)
+        n = horizon_slots(
+            start,
+            (c.ready_by for c in chargers),
+            at_least=timedelta(hours=self.settings.horizon_h),
+        )
         prices, carbon, note = await self._curves(conn, gw, site.tariff_id, start, n)
         base = site.base_load_w
         if base is None:
@@ -751,33 +470,104 @@ class Scheduler:
             price_note=note,
         )
 
+    async def _site_row(self, conn: asyncpg.Connection, gw: str) -> SiteRow:
+        """The site's settings, or the defaults for a site nobody configured."""
+        st = self.settings
+        row = await conn.fetchrow("SELECT * FROM sites WHERE gateway_id = $1", gw)
+        if row is None:
+            return SiteRow(
+                st.default_main_fuse_a, 1, 230.0, st.default_tariff,
+                st.default_timezone, "cost", 0.5, None,
+            )  # fmt: skip
+        return SiteRow(
+            row["main_fuse_a"],
+            row["phases"],
+            row["voltage_v"],
+            row["tariff_id"] or st.default_tariff,
+            row["timezone"],
+            row["objective"],
+            row["carbon_weight"],
+            row["base_load_w"],
+        )
+
+    def _zone(self, gw: str, name: str) -> ZoneInfo:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self._warn(f"tz:{gw}", 600, "scheduler: %s: unknown timezone %r; using UTC",
+                       gw, name)  # fmt: skip
+            return ZoneInfo("UTC")
+
+    async def _charger_inputs(
+        self,
+        conn: asyncpg.Connection,
+        gw: str,
+        session: asyncpg.Record,
+        conf: asyncpg.Record | None,
+        pref: asyncpg.Record | None,
+        tz: ZoneInfo,
+        now: datetime,
+    ) -> ChargerInputs:
+        """One open session with its charger's settings and its owner's ask; the
+        energy still needed by ``protocols.planning.leasing.owner_ask``."""
+        st = self.settings
+        cid = session["charger_id"]
+        connector = (conf["connector_id"] if conf else None) or session["connector_id"]
+        connector = connector if connector and connector >= 1 else 1
+        devices = [cid] if connector <= 1 else [cid, f"{cid}-{connector}"]
+        since = session["started_at"]
+        register = await conn.fetchval(
+            _LATEST_VALUE, gw, devices, "import_energy_wh", since, now
+        )
+        target: OwnerTarget | None = None
+        soc = None
+        if pref is not None:
+            target = OwnerTarget(
+                pref["target_energy_kwh"], pref["target_soc_pct"], pref["battery_kwh"]
+            )
+            if target.target_energy_kwh is None:
+                soc = await conn.fetchval(
+                    _LATEST_VALUE, gw, devices, "soc_pct", since, now
+                )
+        need = owner_ask(
+            target,
+            default_kwh=st.default_energy_kwh,
+            assumed_soc_pct=st.assumed_soc_pct,
+            soc_pct=soc,
+            session_start_wh=session["meter_start_wh"],
+            register_wh=register,
+        )
+        ready_at = pref["ready_by"] if pref else st.default_ready_by
+        return ChargerInputs(
+            charger_id=cid,
+            connector_id=connector,
+            max_power_w=conf["max_power_w"] if conf else st.default_max_power_w,
+            min_power_w=conf["min_power_w"] if conf else None,
+            phases=conf["phases"] if conf else 1,
+            phase=conf["phase"] if conf else 1,
+            mode=pref["mode"] if pref else "smart",
+            ready_by=next_local_time(now, ready_at, tz),
+            energy_needed_kwh=need,
+            register_wh=register if register is not None else session["meter_start_wh"],
+            max_price_p_per_kwh=pref["max_price_p_per_kwh"] if pref else None,
+        )
+
     async def _curves(
         self, conn: asyncpg.Connection, gw: str, tariff_id: str, start: datetime, n: int
     ) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+        """The tariff's prices and carbon for ``n`` slots from ``start``, gaps filled
+        by ``protocols.planning.leasing.fill_curve``'s rule; what is still missing
+        takes the flat or default price (with a warning) and the mean carbon; and a
+        note when the prices are all a default."""
         st = self.settings
-        tariff = await conn.fetchrow("SELECT * FROM tariffs WHERE id = $1", tariff_id)
-        rows = await conn.fetch(
-            "SELECT slot_start, price_p_per_kwh, carbon_g_per_kwh FROM tariff_slots "
-            "WHERE tariff_id = $1 AND slot_start >= $2 AND slot_start < $3",
-            tariff_id,
-            start - timedelta(days=1),
-            start + SLOT * n,
+        stored = await read_slots(
+            conn, tariff_id, start - timedelta(days=1), start + SLOT * n
         )
-        price_known = {
-            r["slot_start"]: r["price_p_per_kwh"]
-            for r in rows
-            if r["price_p_per_kwh"] is not None
-        }
-        carbon_known = {
-            r["slot_start"]: r["carbon_g_per_kwh"]
-            for r in rows
-            if r["carbon_g_per_kwh"] is not None
-        }
-        prices, filled = fill_curve(price_known, start, n)
+        prices, filled = fill_curve(stored.prices, start, n)
         default = st.default_price_p_per_kwh
         note = ""
-        if tariff is not None and tariff["flat_price_p_per_kwh"] is not None:
-            default = tariff["flat_price_p_per_kwh"]
+        if stored.flat_price_p_per_kwh is not None:
+            default = stored.flat_price_p_per_kwh
         elif all(p is None for p in prices):
             note = f"no prices loaded for tariff {tariff_id!r}"
             self._warn(
@@ -805,12 +595,11 @@ class Scheduler:
                 sum(p is None for p in prices),
                 default,
             )
-        carbon, _ = fill_curve(carbon_known, start, n)
+        carbon, _ = fill_curve(stored.carbon, start, n)
         carbon_out: tuple[float, ...] = ()
-        if any(c is not None for c in carbon):
-            mean = sum(c for c in carbon if c is not None) / sum(
-                c is not None for c in carbon
-            )
+        known = [c for c in carbon if c is not None]
+        if known:
+            mean = sum(known) / len(known)
             carbon_out = tuple(mean if c is None else c for c in carbon)
         return tuple(default if p is None else p for p in prices), carbon_out, note
 
@@ -1055,81 +844,3 @@ class Scheduler:
                        "from %s", res.id, res.gw)  # fmt: skip
             return
         self.metrics.results_stored += 1
-
-
-# --------------------------------------------------------------- price loading
-
-
-async def load_prices(
-    dsn: str,
-    tariff_id: str,
-    *,
-    prices: SlotCurve | None = None,
-    carbon: SlotCurve | None = None,
-    kind: Literal["dynamic", "tou", "flat"] = "dynamic",
-    flat_price_p_per_kwh: float | None = None,
-) -> int:
-    """Store a tariff's price and/or carbon curve (upsert per slot; a value not
-    given keeps the stored one) and mark the tariff updated, so the scheduler
-    replans the sites on it. Returns the number of slots written."""
-    merged: dict[datetime, list[float | None]] = {}
-    for curve, i in ((prices, 0), (carbon, 1)):
-        if curve is None:
-            continue
-        for t, v in curve.slots():
-            merged.setdefault(t, [None, None])[i] = v
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        async with conn.transaction():
-            await store_tariff(
-                conn,
-                tariff_id,
-                kind,
-                flat_price_p_per_kwh,
-                [(t, p, c) for t, (p, c) in sorted(merged.items())],
-            )
-    finally:
-        await conn.close()
-    return len(merged)
-
-
-async def store_tariff(
-    conn: asyncpg.Connection,
-    tariff_id: str,
-    kind: str,
-    flat_price_p_per_kwh: float | None,
-    slots: Sequence[tuple[datetime, float | None, float | None]],
-) -> None:
-    """Upsert a tariff and its slots (inside the caller's transaction)."""
-    await conn.execute(
-        "INSERT INTO tariffs (id, kind, flat_price_p_per_kwh) VALUES ($1, $2, $3)"
-        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind,"
-        " flat_price_p_per_kwh = coalesce(excluded.flat_price_p_per_kwh,"
-        " tariffs.flat_price_p_per_kwh), updated_at = now()",
-        tariff_id,
-        kind,
-        flat_price_p_per_kwh,
-    )
-    if not slots:
-        return
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS tariff_load (slot_start timestamptz,"
-        " price_p_per_kwh double precision, carbon_g_per_kwh double precision)"
-        " ON COMMIT DROP"
-    )
-    await conn.copy_records_to_table(
-        "tariff_load",
-        records=list(slots),
-        columns=["slot_start", "price_p_per_kwh", "carbon_g_per_kwh"],
-    )
-    await conn.execute(
-        "INSERT INTO tariff_slots (tariff_id, slot_start, price_p_per_kwh,"
-        " carbon_g_per_kwh) SELECT $1, slot_start, price_p_per_kwh, carbon_g_per_kwh"
-        " FROM tariff_load ON CONFLICT (tariff_id, slot_start) DO UPDATE SET"
-        " price_p_per_kwh = coalesce(excluded.price_p_per_kwh,"
-        " tariff_slots.price_p_per_kwh),"
-        " carbon_g_per_kwh = coalesce(excluded.carbon_g_per_kwh,"
-        " tariff_slots.carbon_g_per_kwh)",
-        tariff_id,
-    )
-    await conn.execute("DROP TABLE tariff_load")

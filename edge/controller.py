@@ -1,37 +1,27 @@
 """The edge's charging controller: executes the cloud's lease under a live fuse guard,
 and keeps charging sensibly when the cloud is gone (ARCHITECTURE decisions 4, 5).
 
-Every evaluation (on each site-meter reading, each charger change, each lease or
-command, and at least every ``tick_s``) decides, for every charger with a running
-transaction, the current it may draw:
+The decision itself (plan, fuse guard, hysteresis, default window, local replan) is
+``edge.policy.ChargingPolicy``, which does no I/O. This module is its shell: every
+evaluation (on each site-meter reading, each charger change, each lease or command,
+and at least every ``tick_s``) it gathers the facts, asks the policy, and applies
+what it decided:
 
-1. **What the plan wants**, first match wins:
-   * ``boost``: the owner asked for full power now (from the cloud, or locally);
-   * ``applied``: the lease is valid and names the charger: its period at this time
-     (0 between periods, or when its mode is off);
-   * ``local_plan``: the lease has run out (the cloud would have refreshed it had it
-     been reachable): the edge replans with the same planner
-     (``protocols.planning``) from the requests and the price curve the lease
-     carried (the curve's last day repeated if it is too short);
-   * ``default_window``: nothing is known: full power inside the site's off-peak
-     window, from a random delay after its start (UK Smart Charge Points
-     Regulations 2021), else 0.
-2. **The fuse guard** (``protocols.fuse``): the site meter's live import minus the
-   EVs' own draw is the rest of the house; the fuse (minus a margin) minus that is
-   what the EVs may share; below an EV's 6 A minimum it is paused. A throttled EV
-   is raised again only after the headroom has lasted ``raise_hold_s`` (no
-   flapping); lowering is immediate. Meter data older than ``stale_after_s``:
-   every charger gets at most ``safe_current_a``.
-3. **Applying**: a TxProfile bound to the running transaction (stack level 1, the
-   charger's unit: A, or W for power-only chargers), with a duration, refreshed
-   before it ends, so that if the gateway dies the charger falls back within that
-   time to the **fail-safe default** (a TxDefaultProfile at stack level 0 and
-   ``failsafe_current_a``) that the controller installs on every charger when it
-   connects. Profiles are re-applied after a charger reconnects or reboots.
+* **Applying**: a TxProfile bound to the running transaction (stack level 1, the
+  charger's unit: A, or W for power-only chargers), with a duration, refreshed
+  before it ends, so that if the gateway dies the charger falls back within that
+  time to the **fail-safe default** (a TxDefaultProfile at stack level 0 and
+  ``failsafe_current_a``) that the controller installs on every charger when it
+  connects. Both come from one profile builder (``_profile``). Profiles are
+  re-applied after a charger reconnects or reboots; one the charger refused is
+  not asked again for ``_REFUSED_PAUSE``.
+* **Reporting**: each charger's outcome goes to the cloud as a ``ScheduleStatus``
+  when it changes.
+* **The lease** is kept in a file beside the outbox, so an edge restarted with the
+  cloud unreachable still has it.
 
-Each charger's outcome is reported to the cloud as a ``ScheduleStatus`` when it
-changes. The lease is kept in a file beside the outbox, so an edge restarted with
-the cloud unreachable still has it.
+Chargers are reached through ``edge.charger_port.ChargerPort``
+(``edge.ocpp.server.OcppServer`` in production, any small stand-in in tests).
 """
 
 from __future__ import annotations
@@ -42,22 +32,29 @@ import logging
 import math
 import os
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from edge.charger_port import ChargerPort, ChargerView
 from edge.config import EdgeConfig
 from edge.ocpp.commands import ChargerNotConnected, CommandFailed
 from edge.ocpp.config import ChargerConfig
-from edge.ocpp.server import ChargerState, OcppServer
+from edge.policy import (
+    CHANGE_A,
+    ChargerDecision,
+    ChargerMemory,
+    ChargerNow,
+    ChargingPolicy,
+    Guarded,
+    SiteNow,
+    Want,
+)
 from protocols.clock import Clock
 from protocols.contract import ContractError, pack
-from protocols.fuse import Draw, allocate, phase_headroom_a
 from protocols.lease import (
-    SLOT_MS,
     CommandResult,
     Lease,
     ScheduleState,
@@ -74,16 +71,9 @@ from protocols.ocpp import (
     RateUnit,
     SchedulePeriod,
 )
-from protocols.planning import (
-    EvRequest,
-    PlanningError,
-    SiteLimit,
-    SlotCurve,
-    plan_charging,
-)
 from protocols.readings import Reading
 
-__all__ = ["ChargerDecision", "Controller"]
+__all__ = ["ChargerDecision", "ChargerPort", "ChargerView", "Controller"]
 
 log = logging.getLogger("fusebox.edge.controller")
 
@@ -91,20 +81,11 @@ TX_PROFILE_ID = 2100  # + connector: one stable id per connector
 FAILSAFE_PROFILE_ID = 2000
 TX_STACK_LEVEL = 1
 _PHASE_QUANTITIES = ("power_l1_w", "power_l2_w", "power_l3_w")
-_CHANGE_A = 0.5  # smaller changes are not worth a profile
 _REFUSED_PAUSE = timedelta(seconds=30)  # before the same profile is asked again
+_SEND_ERRORS = (ChargerNotConnected, CommandFailed, TimeoutError, ProfileError)
 
 
-@dataclass(slots=True)
-class ChargerDecision:
-    """What the controller decided for one charger at one evaluation."""
-
-    charger_id: str
-    state: ScheduleState
-    limit_a: float  # per phase
-    planned_a: float | None
-    limit_w: float
-    detail: str = ""
+# -- what the controller remembers per charger -------------------------------------
 
 
 @dataclass(slots=True)
@@ -118,15 +99,18 @@ class _Applied:
 
 @dataclass(slots=True)
 class _ChargerRuntime:
+    memory: ChargerMemory  # the policy's memory of this charger
     applied: _Applied | None = None
-    raise_since: datetime | None = None
-    raise_to_a: float = 0.0  # the smallest target seen since raise_since
     failsafe_on: int | None = None  # id() of the connection it was installed on
     busy: bool = False
     reported: tuple[str, float] | None = None
     # (transaction, limit) the charger refused, and until when not to ask again
     refused: tuple[str, float, datetime] | None = None
-    window_delay: dict[date, float] = field(default_factory=dict)
+
+    @property
+    def window_delay(self) -> dict[date, float]:
+        """This charger's random delay (s) into the default window, per night."""
+        return self.memory.window_delay
 
 
 class Controller:
@@ -136,7 +120,7 @@ class Controller:
     def __init__(
         self,
         config: EdgeConfig,
-        ocpp: OcppServer,
+        ocpp: ChargerPort,
         *,
         clock: Clock | None = None,
         post: Callable[[str, bytes, str], None] | None = None,
@@ -152,7 +136,7 @@ class Controller:
         self.clock = clock or Clock()
         self.post = post
         self.lease_path = lease_path
-        self.rng = rng or random.Random()
+        self.policy = ChargingPolicy(rng)
         self.tick_s = tick_s
         self.min_interval_s = min_interval_s
         self.tx_profile_duration_s = tx_profile_duration_s
@@ -163,15 +147,14 @@ class Controller:
         self.site_at: datetime | None = None
         self.decisions: dict[str, ChargerDecision] = {}
         self._runtime: dict[str, _ChargerRuntime] = {
-            c: _ChargerRuntime() for c in self.chargers
+            c: self._new_runtime(c) for c in self.chargers
         }
-        self._tz = ZoneInfo(self.site.timezone)
-        start, end = self.site.default_window.split("-")
-        self._window = (time.fromisoformat(start), time.fromisoformat(end))
-        self._local_plan: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         ocpp.observers.append(self.on_charger)
+
+    def _new_runtime(self, charger_id: str) -> _ChargerRuntime:
+        return _ChargerRuntime(self.policy.memory_of(charger_id))
 
     # -- inputs -----------------------------------------------------------------
 
@@ -200,6 +183,7 @@ class Controller:
         self._wake.set()
 
     def on_charger(self, charger_id: str) -> None:
+        """A charger's state changed (the OCPP server's observer): evaluate soon."""
         self._wake.set()
 
     async def on_down(self, leaf: str, payload: bytes) -> None:
@@ -224,7 +208,6 @@ class Controller:
         if self.lease is not None and lease.version <= self.lease.version:
             return False
         self.lease = lease
-        self._local_plan = None
         self._save_lease(payload)
         log.info(
             "controller: lease %d for %d charger(s), valid until %s",
@@ -271,6 +254,7 @@ class Controller:
         self._wake.set()
 
     def cancel_boost(self, charger_id: str) -> None:
+        """Back to the plan (a boost not running is no error)."""
         self.boosts.pop(charger_id, None)
         self._wake.set()
 
@@ -278,7 +262,7 @@ class Controller:
         """Take a charger under control from the next evaluation (one the installer
         approved on the local page while the edge runs)."""
         self.chargers[charger.id] = charger
-        self._runtime.setdefault(charger.id, _ChargerRuntime())
+        self._runtime.setdefault(charger.id, self._new_runtime(charger.id))
         log.info("controller: %s now under control", charger.id)
         self._wake.set()
 
@@ -286,7 +270,6 @@ class Controller:
         """Protect a fuse of ``main_fuse_a`` from the next evaluation on (the
         installer's local page; the caller validates and persists the value)."""
         self.site = self.site.model_copy(update={"main_fuse_a": main_fuse_a})
-        self._local_plan = None  # planned against the old limit
         log.info("controller: main fuse now %g A", main_fuse_a)
         self._wake.set()
 
@@ -337,6 +320,7 @@ class Controller:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self) -> None:
+        """Evaluate on every wake and at least every ``tick_s``, until cancelled."""
         try:
             while True:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
@@ -359,278 +343,78 @@ class Controller:
     def evaluate(self) -> dict[str, ChargerDecision]:
         """Decide every charger now and start applying what changed."""
         now = self.clock.now()
-        wanted: dict[str, tuple[float, ScheduleState, str]] = {}
-        decisions: dict[str, ChargerDecision] = {}
         for cid, cfg in self.chargers.items():
             state = self.ocpp.chargers.get(cid)
-            if state is None or not state.connected or state.registration != "accepted":
-                decisions[cid] = ChargerDecision(cid, "not_connected", 0.0, None, 0.0)
-                continue
-            self._ensure_failsafe(cfg, state)
-            if not state.transactions:
-                self.boosts.pop(cid, None)  # a boost ends with the session
-                continue
-            wanted[cid] = self._planned(cfg, state, now)
-        limits = self._guard(wanted, now)
-        for cid, (limit_a, guard_state, fuse_held) in limits.items():
-            planned_a, plan_state, detail = wanted[cid]
-            cfg = self.chargers[cid]
-            state_name: ScheduleState = guard_state or plan_state
-            held_a = self._hysteresis(cid, limit_a, fuse_held, now)
-            if held_a < limit_a - 0.1:
-                # still held down for the fuse while the headroom lasts raise_hold_s
-                # (else the next evaluation, seeing an unheld profile, raises at once)
-                fuse_held, state_name = True, "fuse_limited"
-            limit_a = held_a
-            decision = ChargerDecision(
-                cid,
-                state_name,
-                limit_a,
-                planned_a,
-                limit_a * self.site.voltage_v * cfg.phases,
-                detail,
-            )
-            decisions[cid] = decision
-            self._apply(cfg, decision, fuse_held, now)
-        for decision in decisions.values():
-            self._report(decision, now)
-        self.decisions = decisions
-        return decisions
-
-    # -- 1. the plan ---------------------------------------------------------------
-
-    def _planned(
-        self, cfg: ChargerConfig, state: ChargerState, now: datetime
-    ) -> tuple[float, ScheduleState, str]:
-        cid = cfg.id
-        watts_per_a = self.site.voltage_v * cfg.phases
-        if cid in self.boosts:
-            until = self.boosts[cid]
-            if until is None or now < until:
-                return cfg.max_current_a, "boost", ""
-            del self.boosts[cid]
-        lease = self.lease
-        now_ms = _ms(now)
-        if lease is not None:
-            entry = lease.charger(cid)
-            if now_ms < lease.valid_until_ms and entry is not None:
-                if entry.mode == "off":
-                    return 0.0, "applied", "mode off"
-                if entry.mode == "boost":
-                    return cfg.max_current_a, "boost", "boost in the lease"
-                limit_w = entry.limit_at(now_ms)
-                limit_a = 0.0 if limit_w is None else limit_w / watts_per_a
-                return min(limit_a, cfg.max_current_a), "applied", ""
-            if now_ms >= lease.valid_until_ms and entry is not None and entry.request:
-                local = self._local_limit_w(now)
-                if cid in local:
-                    limit_a = local[cid] / watts_per_a
-                    return min(limit_a, cfg.max_current_a), "local_plan", ""
-        return self._default_window(cfg, now)
-
-    def _default_window(
-        self, cfg: ChargerConfig, now: datetime
-    ) -> tuple[float, ScheduleState, str]:
-        runtime = self._runtime[cfg.id]
-        start_t, end_t = self._window
-        local = now.astimezone(self._tz)
-        for day in (local.date() - timedelta(days=1), local.date()):
-            start = datetime.combine(day, start_t, self._tz)
-            end_day = day if end_t > start_t else day + timedelta(days=1)
-            end = datetime.combine(end_day, end_t, self._tz)
-            if day not in runtime.window_delay:
-                runtime.window_delay[day] = self.rng.uniform(
-                    0, self.site.random_delay_max_s
-                )
-                for old in [d for d in runtime.window_delay if d < day - timedelta(2)]:
-                    del runtime.window_delay[old]
-            begin = start + timedelta(seconds=runtime.window_delay[day])
-            if begin <= local < end:
-                return cfg.max_current_a, "default_window", f"from {begin:%H:%M:%S}"
-        return 0.0, "default_window", "waiting for the off-peak window"
-
-    def _local_limit_w(self, now: datetime) -> dict[str, float]:
-        """Limits (W) now from a local replan of the expired lease's requests."""
-        lease = self.lease
-        assert lease is not None
-        slot = _ms(now) // SLOT_MS
-        active = tuple(
-            sorted(
-                cid
-                for cid in self.chargers
-                if (s := self.ocpp.chargers.get(cid)) is not None and s.transactions
-            )
+            if state is not None and _online(state):
+                self._ensure_failsafe(cfg, state)
+        decision = self.policy.decide(
+            now, self._chargers_now(), self._site_now(), self.lease, self.boosts
         )
-        key = (lease.version, slot, active)
-        if self._local_plan is not None and self._local_plan[0] == key:
-            return self._local_plan[1]
-        requests = []
-        for entry in lease.chargers:
-            request = entry.request
-            state = self.ocpp.chargers.get(entry.charger_id)
-            cfg = self.chargers.get(entry.charger_id)
-            if request is None or cfg is None or entry.charger_id not in active:
-                continue
-            needed = request.energy_needed_kwh
-            at_request = request.register_wh_at_request
-            register = state.register_wh if state is not None else None
-            # a register of 0 Wh at the request is a reading, not a missing one
-            if register is not None and at_request is not None:
-                needed -= max(0.0, register - at_request) / 1000.0
-            requests.append(
-                EvRequest(
-                    charger_id=entry.charger_id,
-                    ready_by=_from_ms(request.ready_by_ms),
-                    max_power_w=min(
-                        request.max_power_w,
-                        cfg.max_current_a * self.site.voltage_v * cfg.phases,
-                    ),
-                    phases=request.phases,
-                    min_power_w=request.min_power_w,
-                    energy_needed_kwh=max(0.0, needed),
-                    phase=cfg.phase,
-                    voltage_v=self.site.voltage_v,
-                )
-            )
-        limits: dict[str, float] = {}
-        if requests:
-            try:
-                limits = self._replan(lease, requests, now)
-            except PlanningError as exc:
-                log.warning("controller: local replan failed (%s); default window", exc)
-                limits = {}
-        self._local_plan = (key, limits)
-        return limits
+        for cid in decision.boosts_ended:
+            self.boosts.pop(cid, None)
+        for cid, fuse_held in decision.fuse_held.items():
+            self._apply(self.chargers[cid], decision.decisions[cid], fuse_held, now)
+        for charger_decision in decision.decisions.values():
+            self._report(charger_decision, now)
+        self.decisions = decision.decisions
+        return decision.decisions
 
-    def _replan(
-        self, lease: Lease, requests: list[EvRequest], now: datetime
-    ) -> dict[str, float]:
-        horizon_end = max(r.ready_by for r in requests) + timedelta(minutes=30)
-        prices = list(lease.price_p_per_kwh)
-        carbon = list(lease.carbon_g_per_kwh)
-        start = _from_ms(lease.slots_start_ms)
-        # the curve's last day stands in for the days it does not reach
-        day = min(48, len(prices))
-        while start + timedelta(minutes=30) * len(prices) < horizon_end and day:
-            prices.extend(prices[-day:])
-            if carbon:
-                carbon.extend(carbon[-day:])
-        plan = plan_charging(
-            now,
-            requests,
-            SiteLimit(
-                self.site.main_fuse_a - self.site.margin_a,
-                self.site.voltage_v,
-                self.site.phases,
-            ),
-            SlotCurve(start, tuple(prices)),
-            carbon=SlotCurve(start, tuple(carbon), "gCO2/kWh") if carbon else None,
-            objective=lease.objective,
-            carbon_weight=lease.carbon_weight,
-        )
-        out: dict[str, float] = {}
-        for charger_plan in plan.chargers:
-            out[charger_plan.charger_id] = 0.0
-            for period in charger_plan.periods:
-                if period.start <= now < period.end:
-                    out[charger_plan.charger_id] = period.limit_w
-        log.info(
-            "controller: lease %d expired, cloud silent: local plan for %s",
-            lease.version,
-            ", ".join(f"{k} {v:.0f} W" for k, v in sorted(out.items())),
-        )
+    def _chargers_now(self) -> dict[str, ChargerNow]:
+        """The facts the policy decides on, per configured charger."""
+        out: dict[str, ChargerNow] = {}
+        for cid, cfg in self.chargers.items():
+            state = self.ocpp.chargers.get(cid)
+            applied = self._runtime[cid].applied
+            out[cid] = ChargerNow(
+                config=cfg,
+                online=state is not None and _online(state),
+                charging=state is not None and bool(state.transactions),
+                power_w=state.power_w if state is not None else None,
+                register_wh=state.register_wh if state is not None else None,
+                applied_a=applied.limit_a if applied is not None else None,
+                applied_for_fuse=applied is not None and applied.fuse_held,
+            )
         return out
 
-    # -- 2. the fuse guard --------------------------------------------------------
+    def _site_now(self) -> SiteNow:
+        imports = self.site_import_w
+        return SiteNow(
+            self.site, tuple(imports) if imports is not None else None, self.site_at
+        )
+
+    # -- the policy's steps one at a time (the unit tests drive them) -------------
+
+    def _planned(self, cfg: ChargerConfig, state: object, now: datetime) -> Want:
+        until = self.boosts.get(cfg.id)
+        if cfg.id in self.boosts and until is not None and now >= until:
+            del self.boosts[cfg.id]
+        return self.policy.planned(
+            cfg.id, now, self._chargers_now(), self._site_now(), self.lease, self.boosts
+        )
+
+    def _default_window(self, cfg: ChargerConfig, now: datetime) -> Want:
+        return self.policy.default_window(cfg.id, cfg, self.site, now)
 
     def _guard(
-        self, wanted: dict[str, tuple[float, ScheduleState, str]], now: datetime
-    ) -> dict[str, tuple[float, ScheduleState | None, bool]]:
-        """(limit A, state if the guard changed it, held by the guard) per charger."""
-        site = self.site
-        stale = (
-            site.meter is None
-            or self.site_at is None
-            or self.site_import_w is None
-            or (now - self.site_at).total_seconds() > site.stale_after_s
-        )
-        out: dict[str, tuple[float, ScheduleState | None, bool]] = {}
-        if stale:
-            for cid, (want, _, _) in wanted.items():
-                if want > site.safe_current_a:
-                    out[cid] = (site.safe_current_a, "safe_current", True)
-                else:
-                    out[cid] = (want, None, False)
-            return out
-        assert self.site_import_w is not None
-        ev_draw = [0.0] * site.phases
-        for cid in wanted:
-            cfg = self.chargers[cid]
-            draw_w = self._draw_estimate_w(cid)
-            phases_on = Draw(cid, 0, cfg.phases, cfg.phase).on(site.phases)
-            for p in phases_on:
-                ev_draw[p - 1] += draw_w / len(phases_on)
-        imports = self.site_import_w
-        draws_w = ev_draw if len(imports) == site.phases else [sum(ev_draw)]
-        headroom = phase_headroom_a(
-            main_fuse_a=site.main_fuse_a,
-            margin_a=site.margin_a,
-            site_phases=site.phases,
-            voltage_v=site.voltage_v,
-            import_w=imports,
-            ev_draw_w=draws_w,
-        )
-        draws = [
-            Draw(
-                cid,
-                want,
-                self.chargers[cid].phases,
-                self.chargers[cid].phase,
-            )
-            for cid, (want, _, _) in wanted.items()
-        ]
-        shares = allocate(headroom, draws, site_phases=site.phases)
-        for cid, (want, _, _) in wanted.items():
-            got = math.floor(shares[cid] * 10) / 10
-            held = got < want - 0.1
-            out[cid] = (min(got, want), "fuse_limited" if held else None, held)
-        return out
-
-    def _draw_estimate_w(self, charger_id: str) -> float:
-        """What the charger draws now: its last measured power (the meter saw about
-        the same), else the limit last applied, else nothing. A report that lags a
-        throttle makes the house look smaller for a moment; raising waits
-        ``raise_hold_s``, so that cannot make an EV flap up."""
-        state = self.ocpp.chargers.get(charger_id)
-        if state is not None and state.power_w is not None:
-            return max(0.0, state.power_w)
-        applied = self._runtime[charger_id].applied
-        if applied is None:
-            return 0.0
-        return applied.limit_a * self.site.voltage_v * self.chargers[charger_id].phases
+        self, wanted: Mapping[str, tuple[float, ScheduleState, str]], now: datetime
+    ) -> dict[str, Guarded]:
+        want = {cid: Want(*w) for cid, w in wanted.items()}
+        return self.policy.guard(want, self._chargers_now(), self._site_now(), now)
 
     def _hysteresis(
         self, charger_id: str, target_a: float, fuse_held: bool, now: datetime
     ) -> float:
-        runtime = self._runtime[charger_id]
-        applied = runtime.applied
-        if applied is None or target_a <= applied.limit_a + _CHANGE_A:
-            runtime.raise_since = None
-            return target_a
-        if not applied.fuse_held:
-            return target_a  # the plan raises it: no reason to wait
-        if runtime.raise_since is None:
-            runtime.raise_since = now
-            runtime.raise_to_a = target_a
-        # only the headroom that lasted the whole hold is given: a little headroom
-        # during a spike must not release the full target the moment it ends
-        runtime.raise_to_a = min(runtime.raise_to_a, target_a)
-        if (now - runtime.raise_since).total_seconds() >= self.site.raise_hold_s:
-            runtime.raise_since = None
-            return runtime.raise_to_a
-        return applied.limit_a
+        applied = self._runtime[charger_id].applied
+        return self.policy.hysteresis(
+            charger_id,
+            target_a,
+            applied.limit_a if applied is not None else None,
+            applied is not None and applied.fuse_held,
+            now,
+            self._site_now(),
+        )
 
-    # -- 3. applying ------------------------------------------------------------
+    # -- applying ---------------------------------------------------------------
 
     def _apply(
         self,
@@ -649,7 +433,7 @@ class Controller:
             applied is not None
             and applied.connection == id(state)
             and applied.transaction_id == tx_id
-            and abs(applied.limit_a - decision.limit_a) < _CHANGE_A
+            and abs(applied.limit_a - decision.limit_a) < CHANGE_A
             and (now - applied.sent_at).total_seconds() < self.tx_profile_duration_s / 2
         )
         if fresh:
@@ -660,11 +444,11 @@ class Controller:
         if (
             refused is not None
             and refused[0] == tx_id
-            and abs(refused[1] - decision.limit_a) < _CHANGE_A
+            and abs(refused[1] - decision.limit_a) < CHANGE_A
             and now < refused[2]
         ):
             return  # asked already; e.g. a transaction the charger has ended
-        profile = self._tx_profile(cfg, state, tx_id, decision.limit_a, now)
+        profile = self._profile(cfg, state, decision.limit_a, now, tx_id=tx_id)
         if profile is None:
             return
         runtime.busy = True
@@ -675,7 +459,7 @@ class Controller:
     async def _send(
         self,
         cfg: ChargerConfig,
-        state: ChargerState,
+        state: ChargerView,
         connector: int,
         tx_id: str,
         profile: ChargingProfile,
@@ -685,9 +469,7 @@ class Controller:
     ) -> None:
         runtime = self._runtime[cfg.id]
         try:
-            status = await self.ocpp.set_charging_profile(cfg.id, connector, profile)
-        except (ChargerNotConnected, CommandFailed, TimeoutError, ProfileError) as exc:
-            status = f"failed: {exc}"
+            status = await self._set_profile(cfg.id, connector, profile)
         finally:
             runtime.busy = False
             self._wake.set()
@@ -719,27 +501,52 @@ class Controller:
                 self.clock.now(),
             )
 
-    def _unit(self, state: ChargerState) -> RateUnit:
-        caps = state.capabilities
-        if caps is not None and caps.rate_units == {"W"}:
-            return RateUnit.W  # power-only chargers
-        return RateUnit.A
+    async def _set_profile(
+        self, charger_id: str, target: int, profile: ChargingProfile
+    ) -> str:
+        """The charger's answer, or "failed: ..." if it could not be asked."""
+        try:
+            return await self.ocpp.set_charging_profile(charger_id, target, profile)
+        except _SEND_ERRORS as exc:
+            return f"failed: {exc}"
 
-    def _tx_profile(
+    def _profile(
         self,
         cfg: ChargerConfig,
-        state: ChargerState,
-        tx_id: str,
+        state: ChargerView,
         limit_a: float,
         now: datetime,
+        *,
+        tx_id: str | None,
     ) -> ChargingProfile | None:
-        unit = self._unit(state)
+        """The one profile builder: ``limit_a`` per phase in the charger's unit (W
+        for power-only chargers), as a TxProfile bound to ``tx_id`` that lasts
+        ``tx_profile_duration_s`` (None: the transaction id does not fit 1.6's
+        integer), or, with ``tx_id`` None, as the fail-safe TxDefaultProfile."""
+        caps = state.capabilities
+        unit = RateUnit.A
+        if caps is not None and caps.rate_units == {"W"}:
+            unit = RateUnit.W  # power-only chargers
         limit = (
             limit_a
             if unit is RateUnit.A
             else limit_a * self.site.voltage_v * cfg.phases
         )
-        caps = state.capabilities
+        periods = (SchedulePeriod(0, math.floor(limit * 10) / 10, cfg.phases),)
+        if tx_id is None:
+            return ChargingProfile(
+                id=FAILSAFE_PROFILE_ID,
+                stack_level=0,
+                purpose=ProfilePurpose.TX_DEFAULT,
+                kind=ProfileKind.ABSOLUTE,
+                schedules=(
+                    ChargingSchedule(
+                        rate_unit=unit,
+                        periods=periods,
+                        start_schedule=datetime(2020, 1, 1, tzinfo=UTC),
+                    ),
+                ),
+            )
         stack = TX_STACK_LEVEL
         if caps is not None and caps.max_stack_level is not None:
             stack = min(stack, caps.max_stack_level)
@@ -759,53 +566,24 @@ class Controller:
             schedules=(
                 ChargingSchedule(
                     rate_unit=unit,
-                    periods=(
-                        SchedulePeriod(0, math.floor(limit * 10) / 10, cfg.phases),
-                    ),
+                    periods=periods,
                     start_schedule=(now - timedelta(seconds=60)).replace(microsecond=0),
                     duration_s=self.tx_profile_duration_s + 60,
                 ),
             ),
         )
 
-    def _ensure_failsafe(self, cfg: ChargerConfig, state: ChargerState) -> None:
+    def _ensure_failsafe(self, cfg: ChargerConfig, state: ChargerView) -> None:
         runtime = self._runtime[cfg.id]
         if runtime.failsafe_on == id(state) or state.capabilities is None:
             return
         runtime.failsafe_on = id(state)
-        unit = self._unit(state)
         limit_a = min(self.site.failsafe_current_a, cfg.max_current_a)
-        limit = (
-            limit_a
-            if unit is RateUnit.A
-            else limit_a * self.site.voltage_v * cfg.phases
-        )
-        profile = ChargingProfile(
-            id=FAILSAFE_PROFILE_ID,
-            stack_level=0,
-            purpose=ProfilePurpose.TX_DEFAULT,
-            kind=ProfileKind.ABSOLUTE,
-            schedules=(
-                ChargingSchedule(
-                    rate_unit=unit,
-                    periods=(
-                        SchedulePeriod(0, math.floor(limit * 10) / 10, cfg.phases),
-                    ),
-                    start_schedule=datetime(2020, 1, 1, tzinfo=UTC),
-                ),
-            ),
-        )
+        profile = self._profile(cfg, state, limit_a, self.clock.now(), tx_id=None)
+        assert profile is not None  # a default profile always fits
 
         async def install() -> None:
-            try:
-                status = await self.ocpp.set_charging_profile(cfg.id, 0, profile)
-            except (
-                ChargerNotConnected,
-                CommandFailed,
-                TimeoutError,
-                ProfileError,
-            ) as e:
-                status = f"failed: {e}"
+            status = await self._set_profile(cfg.id, 0, profile)
             if status == "Accepted":
                 log.info("controller: %s fail-safe default %.1f A", cfg.id, limit_a)
             else:
@@ -844,7 +622,7 @@ class Controller:
         )
         self.post("up/schedule_status", pack(status), f"ss:{decision.charger_id}")
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -877,6 +655,10 @@ class Controller:
             os.replace(tmp, self.lease_path)
         except OSError as exc:
             log.error("controller: could not keep the lease on disk: %s", exc)
+
+
+def _online(state: ChargerView) -> bool:
+    return state.connected and state.registration == "accepted"
 
 
 def _ms(ts: datetime) -> int:

@@ -540,7 +540,7 @@ def cmd_cloud_prices(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from cloud.db import migrate
-    from cloud.scheduler import load_prices
+    from cloud.tariffs import load_prices
     from protocols.planning import CARBON_UNIT, CurveFormatError, load_curve_csv
 
     if not args.csv and not args.carbon_csv:

@@ -201,7 +201,7 @@ async def seed_cloud(dsn: str, *, today: date) -> None:
     gateway's site (fuse, tariff, chargers, site meter), charging preferences, and
     the sample year's prices moved by whole weeks so that ``today`` is covered."""
     from cloud.auth import create_user
-    from cloud.scheduler import load_prices
+    from cloud.tariffs import load_prices
     from protocols.planning import CARBON_UNIT, SlotCurve, load_curve_csv
 
     data = Path(__file__).parent / "data"
