@@ -506,13 +506,23 @@ class OutboxStore:
         return results
 
     def _reload_streams(self) -> None:
-        self._streams.clear()
-        self._stream_kind.clear()
-        self._stream_names.clear()
+        """Forget streams a rolled-back transaction created.
+
+        The maps are rebuilt aside and swapped in whole: the uplink reads
+        ``stream_name`` from the event loop's thread meanwhile, and clearing
+        them in place let it see a committed stream missing (a KeyError that
+        ended the uplink; tests/component/test_outbox.py forces that window).
+        """
+        streams: dict[tuple[str, str], int] = {}
+        kinds: dict[int, QuantityKind] = {}
+        names: dict[int, tuple[str, str]] = {}
         for sid, device_id, name, kind in self._db.execute(
             "SELECT id, device_id, name, kind FROM streams"
         ):
-            self._remember_stream(sid, device_id, name, QuantityKind(kind))
+            streams[(device_id, name)] = sid
+            kinds[sid] = QuantityKind(kind)
+            names[sid] = (device_id, name)
+        self._streams, self._stream_kind, self._stream_names = streams, kinds, names
 
     def prune_range(self, first_seq: int, last_seq: int) -> int:
         """Delete the records of one batch the cloud stored; returns rows deleted.

@@ -739,3 +739,49 @@ async def test_one_bad_group_does_not_fail_the_others_in_its_commit(tmp_path) ->
     assert results[0].accepted == 1
     assert isinstance(results[1], ValueError)
     assert results[2].accepted == 2
+
+
+def test_stream_names_stay_readable_while_a_rolled_back_append_reloads_them(
+    tmp_path: Path,
+) -> None:
+    """The uplink names the streams of committed rows (``stream_name``) from the
+    event loop's thread while the outbox thread may be reloading the stream maps
+    after a rolled-back append. A reader must never see them half rebuilt: a
+    KeyError there would end the uplink. Thread switches are forced every
+    microsecond so the window, if there is one, is hit."""
+    import threading
+
+    with opened(tmp_path / "o.db", cap_bytes=0) as store:
+        store.append([[energy(f"m{i}", 1, 100.0) for i in range(40)]])
+        sids = list(range(1, 41))
+        names = {sid: store.stream_name(sid) for sid in sids}
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                while not stop.is_set():
+                    for sid in sids:
+                        assert store.stream_name(sid) == names[sid]
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        bad = Event("m0", "Not An Event Kind!", at(2), {})
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            for n in range(300):
+                with pytest.raises(ValueError):
+                    # a new stream, then a bad item: rolled back, maps reloaded
+                    store.append([[energy(f"new-{n}", 1, 1.0), bad]])
+                if failures:
+                    break
+        finally:
+            stop.set()
+            reader.join()
+            sys.setswitchinterval(interval)
+        assert not failures, (
+            f"a reader saw the stream maps half rebuilt: {failures[0]!r}"
+        )
