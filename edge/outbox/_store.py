@@ -1,58 +1,13 @@
-"""The edge outbox: the system of record for every reading until the cloud stores it.
-
-SQLite in WAL mode. Each record (a reading or an event) gets a gateway-local,
-strictly rising sequence number when it is appended; the highest ever assigned is
-kept in ``meta`` in the same transaction, so a number is never reused, not even
-after every row was pruned or the process was killed mid-commit. Appends are
-group-committed: whatever arrives while one commit runs goes into the next, so a
-durable commit (``synchronous=FULL``) is paid per group, not per reading.
-
-Rows leave the outbox only when the cloud acknowledges them (``prune_range`` for
-one stored batch, ``prune_through`` for the cloud's contiguous watermark), or by
-the full-disk policy below.
-
-Full-disk policy: the outbox may hold up to ``cap_bytes``, or less when the file
-system is short of space (``edge.outbox_space``: the WAL's room, a checkpoint's
-growth of the file and a pre-allocated reserve are kept free). Past that limit,
-instantaneous samples (power, voltage, current...) are thinned, oldest first, to
-one sample per stream per bucket; the bucket grows 1 min -> 5 min -> 15 min -> 1 h
--> all until usage is below 90 % of the limit. Cumulative energy registers and
-events are never thinned. Every thinned reading is counted (``thinned_total``; of
-those, ``thinned_disk_total`` for the disk rather than the cap) and reported to the
-cloud in the gateway status. If only registers and events remain, ``append``
-raises ``OutboxFull`` and counts the items refused (``refused_cap_total``,
-``refused_disk_total``); drivers then leave the device unacknowledged (the broker
-keeps the message) and retry.
-
-When SQLite still reports the disk full (``SQLITE_FULL``: something else filled
-it), the reserve file is given back and a checkpoint run, so that pruning and
-thinning can write; appends that still do not fit are refused. Pruning and
-thinning run in transactions of ``SpacePlan.chunk_rows`` rows so each needs little
-WAL. A prune that cannot run is remembered and retried (``maintain``, each write);
-``acked_through`` in ``meta`` only ever covers rows actually deleted.
-
-Per stream the outbox remembers the last timestamp and value it committed, in the
-same transaction as the rows: a reading at or before that timestamp is a redelivery
-of one already stored (dropped, counted as duplicate), and a cumulative register
-below the last value is running backwards (dropped, counted as bad input).
-
-All methods of ``OutboxStore`` are synchronous and must be called from one thread;
-``Outbox`` wraps it for asyncio with a single worker thread and the group commit.
-"""
+"""``OutboxStore``: the synchronous SQLite outbox (see ``edge.outbox``)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +15,17 @@ from typing import Any, TypeVar
 import msgpack
 
 from edge import OutboxError, OutboxFull
+from edge.outbox._records import (
+    _COUNTERS,
+    _LOW_WATER,
+    _SCHEMA,
+    _THIN_BUCKETS_MS,
+    SCHEMA_VERSION,
+    AppendResult,
+    Item,
+    OutboxStats,
+    Row,
+)
 from edge.outbox_space import (
     Reserve,
     SpacePlan,
@@ -74,108 +40,6 @@ from protocols.readings import QUANTITIES, QuantityKind, Reading, is_event_kind
 log = logging.getLogger("fusebox.edge.outbox")
 
 _T = TypeVar("_T")
-
-SCHEMA_VERSION = 1
-_THIN_BUCKETS_MS = (60_000, 300_000, 900_000, 3_600_000, None)  # None: drop all
-_LOW_WATER = 0.90
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS streams (
-    id INTEGER PRIMARY KEY,
-    device_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    UNIQUE (device_id, name)
-);
--- seq is the rowid: no separate index, rows stored in sequence order
-CREATE TABLE IF NOT EXISTS records (
-    seq INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    stream INTEGER NOT NULL,
-    value REAL,
-    data BLOB
-);
-CREATE TABLE IF NOT EXISTS last (
-    stream INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    value REAL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    seq INTEGER PRIMARY KEY,
-    ts_ms INTEGER NOT NULL,
-    stream INTEGER NOT NULL,
-    value REAL,
-    data BLOB,
-    reason TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-"""
-
-_COUNTERS = (
-    "last_seq",
-    "acked_through",
-    "appended_total",
-    "thinned_total",
-    "duplicate_total",
-    "backwards_total",
-    "rejected_total",
-    "thinned_disk_total",
-    "refused_cap_total",
-    "refused_disk_total",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened (a session started, a connector faulted), stored and
-    shipped like a reading. ``kind`` is a lower_snake name; ``data`` must pack as
-    MessagePack (str/int/float/bool/None, lists, dicts with str keys)."""
-
-    source_id: str
-    kind: str
-    ts: datetime
-    data: dict[str, Any]
-
-
-Item = Reading | Event
-
-
-@dataclass(slots=True)
-class AppendResult:
-    """What happened to one group of items handed to ``append``."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    backwards: int = 0
-    first_seq: int | None = None
-    last_seq: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    seq: int
-    ts_ms: int
-    stream: int
-    value: float | None
-    data: bytes | None
-
-
-@dataclass(slots=True)
-class OutboxStats:
-    backlog_records: int
-    backlog_oldest_ms: int | None
-    used_bytes: int
-    file_bytes: int
-    cap_bytes: int
-    last_seq: int
-    acked_through: int
-    counters: dict[str, int] = field(default_factory=dict)
-    fs_free_bytes: int = 0
-    limit_bytes: int = 0  # what the outbox may hold now (cap, or less: disk)
-    limit_reason: str = "cap"
-    reserve_bytes: int = 0  # held beside the outbox for a full disk
-    prunes_pending: int = 0  # acknowledged ranges not deleted yet (disk full)
 
 
 class OutboxStore:
@@ -849,138 +713,3 @@ class OutboxStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-@dataclass(slots=True)
-class _Pending:
-    items: Sequence[Item]
-    future: asyncio.Future[AppendResult]
-
-
-class Outbox:
-    """The asyncio face of ``OutboxStore``: group commit on one worker thread.
-
-    ``await outbox.append(items)`` returns once the items are durable. Callers that
-    must not wait (a driver acknowledging its device only after the commit) use
-    ``submit`` and attach to the returned future. ``changed`` is set after every
-    commit so the uplink can wake up.
-    """
-
-    def __init__(self, store: OutboxStore, *, max_group_records: int = 50_000) -> None:
-        self.store = store
-        self.max_group_records = max_group_records
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._pending: deque[_Pending] = deque()
-        self._wake = asyncio.Event()
-        self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._single = 0  # groups to commit one by one after a failed group commit
-
-    @classmethod
-    def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Outbox:
-        store_args = {
-            k: kwargs.pop(k) for k in ("cap_bytes", "synchronous") if k in kwargs
-        }
-        return cls(OutboxStore(path, **store_args), **kwargs)
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._commit_loop(), name="outbox-commit")
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        await self.call(self.store.close)
-        self._executor.shutdown(wait=True)
-
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run a store method on the outbox thread."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, fn, *args
-        )
-
-    def submit(self, items: Sequence[Item]) -> asyncio.Future[AppendResult]:
-        if self._closing:
-            raise OutboxError("outbox is closing")
-        fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(items, fut))
-        self._wake.set()
-        return fut
-
-    async def append(self, items: Sequence[Item]) -> AppendResult:
-        return await self.submit(items)
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                take: list[_Pending] = []
-                n = 0
-                limit = 0 if self._single else self.max_group_records
-                if self._single:
-                    self._single -= 1
-                while self._pending and (not take or n < limit):
-                    p = self._pending.popleft()
-                    take.append(p)
-                    n += len(p.items)
-                try:
-                    results = await self.call(
-                        self.store.append, [p.items for p in take]
-                    )
-                except OutboxFull as exc:
-                    for p in take:
-                        if not p.future.done():
-                            p.future.set_exception(exc)
-                    continue
-                except Exception as exc:
-                    if len(take) == 1:
-                        if not take[0].future.done():
-                            take[0].future.set_exception(exc)
-                        continue
-                    # one caller's bad item must not fail the others sharing the
-                    # commit: put each group back to be committed on its own
-                    log.warning(
-                        "outbox: group commit failed (%s); retrying singly", exc
-                    )
-                    for p in reversed(take):
-                        self._pending.appendleft(p)
-                    self._single = len(take)
-                    continue
-                for p, r in zip(take, results, strict=True):
-                    if not p.future.done():
-                        p.future.set_result(r)
-                self.changed.set()
-            if self._closing:
-                return
-
-    @property
-    def last_seq(self) -> int:
-        """The highest sequence number committed so far (read without a hop to
-        the outbox thread: the counters are swapped in whole after each commit)."""
-        return self.store.counters["last_seq"]
-
-    # convenience wrappers for the uplink and metrics
-    async def read(self, from_seq: int, to_seq: int | None, limit: int) -> list[Row]:
-        rows: list[Row] = await self.call(self.store.read, from_seq, to_seq, limit)
-        return rows
-
-    async def prune_range(self, first_seq: int, last_seq: int) -> int:
-        n: int = await self.call(self.store.prune_range, first_seq, last_seq)
-        return n
-
-    async def prune_through(self, seq: int) -> int:
-        n: int = await self.call(self.store.prune_through, seq)
-        return n
-
-    async def quarantine_range(self, first_seq: int, last_seq: int, reason: str) -> int:
-        n: int = await self.call(
-            self.store.quarantine_range, first_seq, last_seq, reason
-        )
-        return n
-
-    async def stats(self) -> OutboxStats:
-        s: OutboxStats = await self.call(self.store.maintained_stats)
-        return s
