@@ -15,7 +15,15 @@ from edge.config import EdgeConfig
 from edge.controller import Controller
 from edge.local_api import LocalApiServer, LocalSite, Overrides, overrides_path_beside
 from edge.meters import MeterService
-from edge.metrics import age_seconds, bind_metrics, render_lines, serve_metrics
+from edge.metrics import (
+    age_seconds,
+    bind_metrics,
+    meter_samples,
+    outbox_samples,
+    render_lines,
+    serve_metrics,
+    uplink_samples,
+)
 from edge.ocpp.server import OcppServer
 from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
@@ -219,154 +227,10 @@ class EdgeAgent:
             last_app, last_acked, last_t = app, acked, now
 
     async def render_metrics(self) -> str:
-        s = await self.outbox.stats()
-        u = self.uplink.metrics
-        c = s.counters
-        samples: list[tuple[str, str, dict[str, str], float]] = [
-            (
-                "fusebox_outbox_backlog_records",
-                "records waiting for the cloud",
-                {},
-                s.backlog_records,
-            ),
-            (
-                "fusebox_outbox_backlog_age_seconds",
-                "age of the oldest waiting record",
-                {},
-                age_seconds(s.backlog_oldest_ms),
-            ),
-            (
-                "fusebox_outbox_used_bytes",
-                "bytes in use in the outbox",
-                {},
-                s.used_bytes,
-            ),
-            ("fusebox_outbox_cap_bytes", "outbox disk cap", {}, s.cap_bytes),
-            (
-                "fusebox_outbox_appended_total",
-                "records appended",
-                {},
-                c["appended_total"],
-            ),
-            (
-                "fusebox_outbox_thinned_total",
-                "power samples thinned at the cap",
-                {},
-                c["thinned_total"],
-            ),
-            (
-                "fusebox_outbox_thinned_by_reason_total",
-                "power samples thinned, by what ran short",
-                {"reason": "cap"},
-                c["thinned_total"] - c["thinned_disk_total"],
-            ),
-            (
-                "fusebox_outbox_thinned_by_reason_total",
-                "power samples thinned, by what ran short",
-                {"reason": "disk"},
-                c["thinned_disk_total"],
-            ),
-            (
-                "fusebox_outbox_refused_total",
-                "readings refused (the device keeps and resends them), by reason",
-                {"reason": "cap"},
-                c["refused_cap_total"],
-            ),
-            (
-                "fusebox_outbox_refused_total",
-                "readings refused (the device keeps and resends them), by reason",
-                {"reason": "disk_full"},
-                c["refused_disk_total"],
-            ),
-            (
-                "fusebox_outbox_disk_free_bytes",
-                "free bytes on the outbox's file system",
-                {},
-                s.fs_free_bytes,
-            ),
-            (
-                "fusebox_outbox_limit_bytes",
-                "bytes the outbox may hold now (the cap, or less: disk short)",
-                {},
-                s.limit_bytes,
-            ),
-            (
-                "fusebox_outbox_reserve_bytes",
-                "space held back for pruning on a full disk (0: given back)",
-                {},
-                s.reserve_bytes,
-            ),
-            (
-                "fusebox_outbox_prunes_pending",
-                "acknowledged ranges not deleted yet (the disk was full)",
-                {},
-                s.prunes_pending,
-            ),
-            (
-                "fusebox_outbox_duplicates_total",
-                "redelivered readings dropped",
-                {},
-                c["duplicate_total"],
-            ),
-            (
-                "fusebox_outbox_rejected_total",
-                "records the cloud rejected",
-                {},
-                c["rejected_total"],
-            ),
-            (
-                "fusebox_meters_connected",
-                "1 when subscribed on the site broker",
-                {},
-                1.0 if self.meters.connected else 0.0,
-            ),
-            (
-                "fusebox_uplink_connected",
-                "1 when the cloud broker is connected",
-                {},
-                1.0 if u.connected else 0.0,
-            ),
-            ("fusebox_uplink_batches_sent_total", "batches sent", {}, u.batches_sent),
-            ("fusebox_uplink_acks_total", "acks received", {}, u.acks),
-            ("fusebox_uplink_busy_total", "busy answers received", {}, u.busy),
-            (
-                "fusebox_uplink_timeouts_total",
-                "batches resent for want of an ack",
-                {},
-                u.timeouts,
-            ),
-            (
-                "fusebox_uplink_resent_on_presence_total",
-                "batches resent at once because an ingest worker came or went",
-                {},
-                u.resent_on_presence,
-            ),
-            (
-                "fusebox_uplink_records_acked_total",
-                "records pruned after an ack",
-                {},
-                u.records_acked,
-            ),
-        ]
+        """The Prometheus text of every part (README: "Edge metrics")."""
+        samples = outbox_samples(await self.outbox.stats())
+        samples += uplink_samples(self.uplink.metrics)
+        samples += meter_samples(self.meters)
         if self.controller is not None:
             samples += self.controller.metrics()
-        for d in self.meters.drivers:
-            lab = {"meter": d.id}
-            samples.append(
-                (
-                    "fusebox_meter_readings_total",
-                    "readings stored",
-                    lab,
-                    d.counters.readings,
-                )
-            )
-            for reason, n in sorted(d.counters.bad.items()):
-                samples.append(
-                    (
-                        "fusebox_meter_bad_payloads_total",
-                        "payloads not stored, by reason",
-                        {**lab, "reason": reason},
-                        n,
-                    )
-                )
         return render_lines(samples)

@@ -12,8 +12,14 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from edge import ConfigError
+
+if TYPE_CHECKING:
+    from edge.meters import MeterService
+    from edge.outbox import OutboxStats
+    from edge.uplink import UplinkMetrics
 
 log = logging.getLogger("fusebox.edge.metrics")
 
@@ -125,3 +131,97 @@ def parse_lines(text: str) -> dict[str, float]:
 
 def age_seconds(oldest_ms: int | None) -> float:
     return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+
+
+Sample = tuple[str, str, dict[str, str], float]
+
+
+def outbox_samples(s: OutboxStats) -> list[Sample]:
+    """The outbox: backlog, space, and what was thinned, refused or dropped."""
+    c = s.counters
+    refused = "readings refused (the device keeps and resends them), by reason"
+    thinned = "power samples thinned, by what ran short"
+    return [
+        ("fusebox_outbox_backlog_records", "records waiting for the cloud", {},
+         s.backlog_records),
+        ("fusebox_outbox_backlog_age_seconds", "age of the oldest waiting record",
+         {}, age_seconds(s.backlog_oldest_ms)),
+        ("fusebox_outbox_used_bytes", "bytes in use in the outbox", {}, s.used_bytes),
+        ("fusebox_outbox_cap_bytes", "outbox disk cap", {}, s.cap_bytes),
+        ("fusebox_outbox_appended_total", "records appended", {},
+         c["appended_total"]),
+        ("fusebox_outbox_thinned_total", "power samples thinned at the cap", {},
+         c["thinned_total"]),
+        ("fusebox_outbox_thinned_by_reason_total", thinned, {"reason": "cap"},
+         c["thinned_total"] - c["thinned_disk_total"]),
+        ("fusebox_outbox_thinned_by_reason_total", thinned, {"reason": "disk"},
+         c["thinned_disk_total"]),
+        ("fusebox_outbox_refused_total", refused, {"reason": "cap"},
+         c["refused_cap_total"]),
+        ("fusebox_outbox_refused_total", refused, {"reason": "disk_full"},
+         c["refused_disk_total"]),
+        ("fusebox_outbox_disk_free_bytes", "free bytes on the outbox's file system",
+         {}, s.fs_free_bytes),
+        ("fusebox_outbox_limit_bytes",
+         "bytes the outbox may hold now (the cap, or less: disk short)", {},
+         s.limit_bytes),
+        ("fusebox_outbox_reserve_bytes",
+         "space held back for pruning on a full disk (0: given back)", {},
+         s.reserve_bytes),
+        ("fusebox_outbox_prunes_pending",
+         "acknowledged ranges not deleted yet (the disk was full)", {},
+         s.prunes_pending),
+        ("fusebox_outbox_duplicates_total", "redelivered readings dropped", {},
+         c["duplicate_total"]),
+        ("fusebox_outbox_rejected_total", "records the cloud rejected", {},
+         c["rejected_total"]),
+    ]  # fmt: skip
+
+
+def uplink_samples(u: UplinkMetrics) -> list[Sample]:
+    """The link to the cloud: connection, batches and the cloud's answers."""
+    return [
+        ("fusebox_uplink_connected", "1 when the cloud broker is connected", {},
+         1.0 if u.connected else 0.0),
+        ("fusebox_uplink_batches_sent_total", "batches sent", {}, u.batches_sent),
+        ("fusebox_uplink_acks_total", "acks received", {}, u.acks),
+        ("fusebox_uplink_busy_total", "busy answers received", {}, u.busy),
+        ("fusebox_uplink_timeouts_total", "batches resent for want of an ack", {},
+         u.timeouts),
+        ("fusebox_uplink_resent_on_presence_total",
+         "batches resent at once because an ingest worker came or went", {},
+         u.resent_on_presence),
+        ("fusebox_uplink_records_acked_total", "records pruned after an ack", {},
+         u.records_acked),
+    ]  # fmt: skip
+
+
+def meter_samples(meters: MeterService) -> list[Sample]:
+    """The site broker link and each meter's readings and bad payloads."""
+    samples: list[Sample] = [
+        ("fusebox_meters_connected", "1 when subscribed on the site broker", {},
+         1.0 if meters.connected else 0.0),
+        ("fusebox_site_broker_sessions_lost_total",
+         "reconnects on which the site broker had lost this gateway's session", {},
+         meters.sessions_lost),
+    ]  # fmt: skip
+    for d in meters.drivers:
+        lab = {"meter": d.id}
+        samples.append(
+            (
+                "fusebox_meter_readings_total",
+                "readings stored",
+                lab,
+                d.counters.readings,
+            )
+        )
+        for reason, n in sorted(d.counters.bad.items()):
+            samples.append(
+                (
+                    "fusebox_meter_bad_payloads_total",
+                    "payloads not stored, by reason",
+                    {**lab, "reason": reason},
+                    n,
+                )
+            )
+    return samples
