@@ -43,7 +43,7 @@ import msgpack
 from cloud.db import Partitions
 from cloud.mqtt import cloud_client
 from protocols import contract
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 from protocols.events import (
     EventError,
     SessionStarted,
@@ -371,7 +371,7 @@ class IngestWorker:
         self._side: asyncio.Queue[tuple[str, SideWrite]] = asyncio.Queue(1000)
 
     async def _open_pool(self) -> asyncpg.Pool:
-        attempt = 0
+        reconnect = Reconnect(Backoff(0.5, 10))
         while True:
             try:
                 return await asyncpg.create_pool(
@@ -383,14 +383,14 @@ class IngestWorker:
                     command_timeout=60,
                 )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                if attempt == 0:
+                delay_s = reconnect.failed(self.rng)
+                if reconnect.first_failure:
                     log.warning("ingest: PostgreSQL unreachable (%s); retrying", exc)
-                await asyncio.sleep(Backoff(0.5, 10).delay(attempt, self.rng))
-                attempt += 1
+                await asyncio.sleep(delay_s)
 
     async def run(self) -> None:
         self._pool = await self._open_pool()
-        attempt = 0
+        reconnect = Reconnect(Backoff(0.5, 15))
         filters = contract.ingest_filters(shared=self.shared)
         try:
             while True:
@@ -412,7 +412,7 @@ class IngestWorker:
                             ", ".join(filters),
                             m.url(),
                         )
-                        attempt = 0
+                        reconnect.succeeded()
                         await self._announce(client)
                         self.ready.set()
                         try:
@@ -421,7 +421,8 @@ class IngestWorker:
                             await self._say_gone(client)
                 except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
-                    if attempt == 0:
+                    delay_s = reconnect.failed(self.rng)
+                    if reconnect.first_failure:
                         log.warning(
                             "ingest: broker %s lost (%s); reconnecting",
                             m.url(),
@@ -429,8 +430,7 @@ class IngestWorker:
                         )
                     # batches queued for the lost connection will be resent by edges
                     self._drain_queue()
-                    await asyncio.sleep(Backoff(0.5, 15).delay(attempt, self.rng))
-                    attempt += 1
+                    await asyncio.sleep(delay_s)
         finally:
             await self._pool.close()
 

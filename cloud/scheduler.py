@@ -62,7 +62,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from cloud.mqtt import cloud_client
 from cloud.tariffs import load_prices, read_slots
 from protocols import contract
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 from protocols.clock import Clock
 from protocols.lease import (
     Command,
@@ -271,7 +271,7 @@ class Scheduler:
         """Connect to the broker and run cycles until cancelled; reconnect with
         capped backoff when the broker is lost."""
         writer = asyncio.create_task(self._writer(), name="scheduler-writer")
-        attempt = 0
+        reconnect = Reconnect(Backoff(0.5, 15))
         try:
             while True:
                 m = self.mqtt
@@ -285,21 +285,21 @@ class Scheduler:
                             m.url(),
                             self.clock.spec(),
                         )
-                        attempt = 0
+                        reconnect.succeeded()
                         self.ready.set()
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._receive(client), name="sched-receive")
                             tg.create_task(self._loop(client), name="sched-loop")
                 except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
-                    if attempt == 0:
+                    delay_s = reconnect.failed(self.rng)
+                    if reconnect.first_failure:
                         log.warning(
                             "scheduler: broker %s lost (%s); reconnecting",
                             m.url(),
                             group.exceptions[0],
                         )
-                    await asyncio.sleep(Backoff(0.5, 15).delay(attempt, self.rng))
-                    attempt += 1
+                    await asyncio.sleep(delay_s)
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -786,7 +786,7 @@ class Scheduler:
             self._warn("writes", 60, "scheduler: database too slow; report dropped")
 
     async def _writer(self) -> None:
-        attempt = 0
+        reconnect = Reconnect(Backoff(0.5, 10))
         while True:
             kind, msg = await self._writes.get()
             while True:
@@ -797,12 +797,11 @@ class Scheduler:
                             await self._store_status(conn, msg)
                         else:
                             await self._store_result(conn, msg)
-                    attempt = 0
+                    reconnect.succeeded()
                     break
                 except DB_ERRORS as exc:
                     self._db_failed(exc)
-                    await asyncio.sleep(Backoff(0.5, 10).delay(attempt, self.rng))
-                    attempt += 1
+                    await asyncio.sleep(reconnect.failed(self.rng))
 
     async def _store_status(self, conn: asyncpg.Connection, st: Any) -> None:
         at = datetime.fromtimestamp(st.at_ms / 1000, UTC)

@@ -35,7 +35,7 @@ import msgpack
 from edge import OutboxError
 from edge.outbox import Outbox, Row
 from protocols import contract
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 from protocols.urls import MqttTarget
 
 log = logging.getLogger("fusebox.edge.uplink")
@@ -262,7 +262,7 @@ class Uplink:
     # -------------------------------------------------------------------- run
 
     async def run(self) -> None:
-        attempt = 0
+        reconnect = Reconnect(self.cfg.reconnect)
         gw = self.cfg.gateway_id
         will = aiomqtt.Will(
             contract.up_status(gw),
@@ -286,11 +286,8 @@ class Uplink:
                     max_inflight_messages=max(20, self.cfg.window * 2),
                     timeout=10,
                 ) as client:
-                    if attempt:
-                        log.info("uplink: connected to %s again", t.url())
-                    else:
-                        log.info("uplink: connected to %s", t.url())
-                    attempt = 0
+                    again = reconnect.succeeded()
+                    log.info("uplink: connected to %s%s", t.url(), " again" * again)
                     self.metrics.connected = True
                     await client.subscribe(contract.down_filter(gw), qos=1)
                     await self._subscribe_presence(client)
@@ -308,16 +305,14 @@ class Uplink:
             except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
                 self.metrics.connected = False
                 self.metrics.reconnects += 1
-                delay = self.cfg.reconnect.delay(attempt, self.rng)
-                if attempt == 0:
+                delay = reconnect.failed(self.rng)
+                if reconnect.first_failure:
                     log.warning(
                         "uplink: cloud broker %s unreachable (%s); readings stay in "
-                        "the "
-                        "outbox; retrying with backoff",
+                        "the outbox; retrying with backoff",
                         t.url(),
                         group.exceptions[0],
                     )
-                attempt += 1
                 await asyncio.sleep(delay)
             finally:
                 self.metrics.connected = False

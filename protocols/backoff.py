@@ -23,3 +23,48 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """A delay drawn uniformly from ``[0, ceiling(attempt)]``."""
         return rng.uniform(0.0, self.ceiling(attempt))
+
+
+@dataclass(slots=True)
+class Reconnect:
+    """The one reconnect rule every connection loop consults (uplink, meters,
+    ingest, scheduler, simulators): after a failure wait a full-jitter delay
+    that grows per consecutive failure up to ``backoff.cap_s``; say so once per
+    outage, not per attempt; start again from the shortest delay once through.
+
+    Pure: the shell does the sleeping and logging::
+
+        try:
+            async with connect() as link:
+                if reconnect.succeeded():
+                    log.info("connected again")
+                ...
+        except LinkError as exc:
+            delay_s = reconnect.failed(rng)
+            if reconnect.first_failure:
+                log.warning("link lost (%s); retrying", exc)
+            await asyncio.sleep(delay_s)
+    """
+
+    backoff: Backoff
+    failures: int = 0  # consecutive, since the last success
+    outages: int = 0  # ended by a success
+
+    @property
+    def first_failure(self) -> bool:
+        """Whether the last ``failed`` began an outage (log it then, once)."""
+        return self.failures == 1
+
+    def failed(self, rng: random.Random) -> float:
+        """One more failure in a row; returns the seconds to wait."""
+        delay_s = self.backoff.delay(self.failures, rng)
+        self.failures += 1
+        return delay_s
+
+    def succeeded(self) -> bool:
+        """Connected; returns whether that ended an outage."""
+        ended = self.failures > 0
+        if ended:
+            self.outages += 1
+        self.failures = 0
+        return ended

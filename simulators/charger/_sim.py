@@ -15,7 +15,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 from simulators.charger._config import ChargerConfig
 from simulators.charger._connectors import _STATUS_201
 from simulators.charger._core import utc_text
@@ -192,27 +192,26 @@ class ChargerSim(RemoteControlLayer):
         self.reconnect_now.clear()
 
     async def _link(self) -> None:
-        backoff = Backoff(base_s=0.5, cap_s=self.config.max_backoff_s)
-        attempt = 0
+        reconnect = Reconnect(Backoff(base_s=0.5, cap_s=self.config.max_backoff_s))
         ever = False
         while True:
             try:
                 ws = await self._connect()
             except (OSError, InvalidHandshake, TimeoutError) as exc:
-                if attempt == 0:
+                delay_s = reconnect.failed(self._jitter)
+                if reconnect.first_failure:
                     log.warning(
                         "charger %s: cannot connect to %s: %s",
                         self.config.charger_id,
                         self.config.endpoint,
                         exc,
                     )
-                await asyncio.sleep(backoff.delay(attempt, self._jitter))
-                attempt += 1
+                await asyncio.sleep(delay_s)
                 continue
             if ever:
                 self.reconnects += 1
             ever = True
-            attempt = 0
+            reconnect.succeeded()
             log.info(
                 "charger %s: connected to %s (OCPP %s), %d queued",
                 self.config.charger_id,
@@ -233,7 +232,7 @@ class ChargerSim(RemoteControlLayer):
                 self.config.charger_id,
                 len(self.queue),
             )
-            await asyncio.sleep(backoff.delay(0, self._jitter))
+            await asyncio.sleep(reconnect.backoff.delay(0, self._jitter))
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set or, with a scenario, until it is done."""

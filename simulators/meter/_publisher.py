@@ -11,6 +11,7 @@ import time
 
 import aiomqtt
 
+from protocols.backoff import Backoff, Reconnect
 from simulators.meter._config import MeterSimConfig
 
 log = logging.getLogger("fusebox.sim.meter")
@@ -43,7 +44,8 @@ class _Publisher:
     async def publish(self, topic: str, payload: bytes) -> bool:
         """Publish until acknowledged (``True``) or until stopped while not
         connected (``False``: the broker does not have it)."""
-        attempt = 0
+        # 0.2 s, 0.4 s, ... up to --max-backoff: a meter's own reconnect
+        reconnect = Reconnect(Backoff(0.2, self._config.max_backoff_s))
         while True:
             try:
                 await self._publish_once(topic, payload)
@@ -51,9 +53,7 @@ class _Publisher:
                 return False
             except aiomqtt.MqttError as exc:
                 await self._lost(exc)
-                attempt += 1
-                cap_s = min(self._config.max_backoff_s, 0.1 * 2**attempt)
-                if await _wait(self._stop, self._jitter.uniform(0.0, cap_s)):
+                if await _wait(self._stop, reconnect.failed(self._jitter)):
                     return False
                 continue
             if self._down_since is not None:

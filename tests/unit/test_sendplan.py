@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.uplink import SendPlan
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 
 
 class _FixedRandom(random.Random):
@@ -366,3 +366,29 @@ def test_backoff_zero_base_is_instant() -> None:
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
 def test_backoff_delay_is_full_jitter(fraction: float) -> None:
     assert Backoff(1.0, 60.0).delay(3, _FixedRandom(fraction)) == 8.0 * fraction
+
+
+# -------------------------------------------------------------------- reconnect
+
+
+def test_reconnect_waits_longer_per_failure_and_says_so_once() -> None:
+    rc = Reconnect(Backoff(0.5, 4.0))
+    top = _FixedRandom(1.0)  # always the ceiling
+    delays = [rc.failed(top) for _ in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert rc.failures == 6 and not rc.first_failure
+    assert rc.succeeded() is True  # that ended an outage
+    assert (rc.failures, rc.outages) == (0, 1)
+    assert rc.succeeded() is False  # still up: nothing ended
+    assert rc.failed(top) == 0.5  # a new outage starts from the shortest wait
+    assert rc.first_failure
+
+
+def test_reconnect_first_failure_only_on_the_first_of_a_run() -> None:
+    rc = Reconnect(Backoff(1.0, 8.0))
+    rng = random.Random(3)
+    firsts = []
+    for _ in range(4):
+        rc.failed(rng)
+        firsts.append(rc.first_failure)
+    assert firsts == [True, False, False, False]
