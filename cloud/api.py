@@ -9,39 +9,32 @@ this process.
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from cloud.api_errors import field_error
 from cloud.api_installer import add_installer_routes
 from cloud.api_people import add_people_routes
-from cloud.api_scheduling import (
-    GatewayPath,
-    UtcDatetime,
-    UtcOrNaiveDatetime,
-    add_scheduling_routes,
-)
+from cloud.api_readings import add_readings_routes
+from cloud.api_scheduling import add_scheduling_routes
 from cloud.auth import (
     VISIBLE_GATEWAYS,
-    Access,
     ApiSettings,
     FailureLimiter,
     User,
     bootstrap_operator,
-    gateway_access,
 )
 from cloud.web import mount as mount_web_app
-from protocols.readings import QUANTITIES
 
 log = logging.getLogger("fusebox.cloud.api")
 
@@ -58,14 +51,6 @@ class GatewayPublic(BaseModel):
     stored_through_seq: int | None
 
 
-class ReadingPublic(BaseModel):
-    seq: int
-    ts: datetime
-    device_id: str
-    quantity: str
-    value: float
-
-
 async def _pool(request: Request) -> asyncpg.Pool:
     p: asyncpg.Pool = request.app.state.pool
     return p
@@ -73,12 +58,76 @@ async def _pool(request: Request) -> asyncpg.Pool:
 
 Pool = Annotated[asyncpg.Pool, Depends(_pool)]
 
-_CSV_ROWS_PER_CHUNK = 2000
-# checked before the query: the CSV stream cannot turn a database error into a 4xx
-# once it has started
-DeviceQuery = Annotated[
-    str | None, Query(min_length=1, max_length=128, pattern=r"^[^\x00]+$")
-]
+HEALTHZ_TIMEOUT_S = 2.0
+"""``/healthz`` answers within this, whatever state PostgreSQL is in."""
+
+
+async def database_problem(pool: asyncpg.Pool, timeout_s: float) -> str | None:
+    """What keeps ``pool`` from answering ``SELECT 1`` within ``timeout_s``, in
+    words, or None when it answered.
+
+    One deadline covers all of it: waiting for a free pooled connection, opening a
+    new one (the pool's own connect timeout is longer), the query, and handing the
+    connection back. A pooled connection found dead (the server restarted, the link
+    was cut) is replaced within the same deadline, so a database that is back
+    reports healthy at once.
+    """
+    deadline_s = time.monotonic() + timeout_s
+    problem, stale = await _select_one(pool, timeout_s, deadline_s)
+    while stale and time.monotonic() < deadline_s:
+        problem, stale = await _select_one(pool, timeout_s, deadline_s)
+    return problem
+
+
+def _terminate(conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):  # released already
+        conn.terminate()
+
+
+async def _select_one(
+    pool: asyncpg.Pool, timeout_s: float, deadline_s: float
+) -> tuple[str | None, bool]:
+    """One attempt of :func:`database_problem`: ``(problem, the pooled connection
+    was dead)``. A connection that does not answer is terminated rather than
+    cancelled: a cancel request needs a new connection to the same unreachable
+    server, and releasing a connection waits for its cancellation to finish."""
+
+    def remaining_s() -> float:
+        return max(0.01, deadline_s - time.monotonic())
+
+    busy = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+    try:
+        async with asyncio.timeout(remaining_s()):
+            conn = await pool.acquire()
+    except TimeoutError:
+        if busy:
+            return (
+                f"no free database connection within {timeout_s:g} s: all "
+                f"{pool.get_max_size()} pooled connections are in use (pool exhausted)"
+            ), False
+        return (
+            f"could not connect to PostgreSQL within {timeout_s:g} s "
+            "(unreachable or not answering)"
+        ), False
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"could not connect to PostgreSQL: {type(exc).__name__}: {exc}", False
+    try:
+        await conn.fetchval("SELECT 1", timeout=remaining_s())
+        return None, False
+    except TimeoutError:
+        _terminate(conn)
+        return f"PostgreSQL did not answer SELECT 1 within {timeout_s:g} s", False
+    except asyncpg.PostgresConnectionError as exc:
+        _terminate(conn)
+        return f"database connection lost: {exc}", True
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        _terminate(conn)
+        return f"database error: {type(exc).__name__}: {exc}", False
+    finally:
+        # shielded inside asyncpg: a release that hangs is left to finish alone
+        with contextlib.suppress(TimeoutError, OSError, asyncpg.InterfaceError):
+            async with asyncio.timeout(remaining_s()):
+                await pool.release(conn)
 
 
 def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
@@ -127,12 +176,20 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
             },
         )
 
-    @app.get("/healthz")
-    async def healthz(db: Pool) -> dict[str, Any]:
-        try:
-            await db.fetchval("SELECT 1", timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise HTTPException(503, f"database unavailable: {exc}") from exc
+    @app.get(
+        "/healthz",
+        responses={503: {"description": "the database did not answer in time"}},
+    )
+    async def healthz(db: Pool) -> Any:
+        """200 ``{"ok": true}`` when PostgreSQL answers ``SELECT 1`` within
+        ``HEALTHZ_TIMEOUT_S``, else 503 ``{"ok": false, "detail": why}``, also
+        within that time (a load balancer's check must not hang)."""
+        problem = await database_problem(db, HEALTHZ_TIMEOUT_S)
+        if problem is not None:
+            log.warning("healthz: %s", problem)
+            return JSONResponse(
+                status_code=503, content={"ok": False, "detail": problem}
+            )
         return {"ok": True}
 
     @app.get("/v1/gateways", response_model=list[GatewayPublic])
@@ -147,86 +204,7 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
         )
         return [dict(r) for r in rows]
 
-    @app.get("/v1/gateways/{gateway_id}/readings", response_model=list[ReadingPublic])
-    async def readings(
-        gateway_id: GatewayPath,
-        db: Pool,
-        user: User,
-        device_id: DeviceQuery = None,
-        quantity: str | None = None,
-        since: UtcOrNaiveDatetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> list[dict[str, Any]]:
-        if quantity is not None and quantity not in QUANTITIES:
-            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
-        await gateway_access(db, user, gateway_id, Access.READ)
-        rows = await db.fetch(
-            "SELECT seq, ts, device_id, quantity, value FROM readings_v "
-            "WHERE gateway_id = $1 AND ($2::text IS NULL OR device_id = $2) "
-            "AND ($3::text IS NULL OR quantity = $3) "
-            "AND ($4::timestamptz IS NULL OR ts >= $4) ORDER BY ts DESC LIMIT $5",
-            gateway_id,
-            device_id,
-            quantity,
-            since,
-            limit,
-        )
-        return [dict(r) for r in rows]
-
-    @app.get(
-        "/v1/gateways/{gateway_id}/readings.csv",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/csv": {}}}},
-    )
-    async def readings_csv(
-        gateway_id: GatewayPath,
-        db: Pool,
-        user: User,
-        since: UtcDatetime,
-        until: UtcDatetime | None = None,
-        device_id: DeviceQuery = None,
-        quantity: str | None = None,
-    ) -> StreamingResponse:
-        """Readings from ``since`` (to ``until``), oldest first, streamed as CSV
-        (``ts,device_id,quantity,value``)."""
-        if quantity is not None and quantity not in QUANTITIES:
-            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
-        if until is not None and until <= since:
-            raise field_error("until", "must be after since", "query")
-        await gateway_access(db, user, gateway_id, Access.READ)
-        query = (
-            "SELECT r.ts, s.device_id, s.name, r.value FROM readings r"
-            " JOIN streams s ON s.id = r.stream_id WHERE s.gateway_id = $1"
-            " AND ($2::text IS NULL OR s.device_id = $2)"
-            " AND ($3::text IS NULL OR s.name = $3) AND r.ts >= $4"
-            " AND ($5::timestamptz IS NULL OR r.ts < $5) ORDER BY r.ts, s.id"
-        )
-        args = (gateway_id, device_id, quantity, since, until)
-
-        async def rows() -> AsyncIterator[str]:
-            buf = io.StringIO()
-            out = csv.writer(buf, lineterminator="\n")
-            out.writerow(["ts", "device_id", "quantity", "value"])
-            n = 0
-            async with db.acquire() as conn, conn.transaction(readonly=True):
-                async for r in conn.cursor(query, *args, prefetch=1000):
-                    out.writerow(
-                        [r["ts"].isoformat(), r["device_id"], r["name"], r["value"]]
-                    )
-                    n += 1
-                    if n % _CSV_ROWS_PER_CHUNK == 0:
-                        yield buf.getvalue()
-                        buf.seek(0)
-                        buf.truncate()
-            yield buf.getvalue()
-
-        filename = f"{gateway_id}-readings.csv"
-        return StreamingResponse(
-            rows(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
-
+    add_readings_routes(app)
     add_people_routes(app)
     add_scheduling_routes(app)
     add_installer_routes(app)

@@ -14,7 +14,15 @@ preferences. Then N concurrent clients (asyncio + httpx, one connection each):
    ``GET /v1/gateways/{gw}/live``, then ``GET /v1/gateways/{gw}/plan``, in a loop;
 4. **submissions**: ``POST /v1/gateways/{gw}/meters/{m}/readings`` with rising
    register values and an idempotency key each; every tenth is a replay of the
-   previous one (answered 200, not stored twice).
+   previous one (answered 200, not stored twice);
+5. **readings on a small history, then on a year** (``--days``, default 365; 0
+   skips them): every client, as the first owner, pages that owner's readings
+   (``GET /v1/gateways/{gw}/readings``, its ``Link rel="next"``, and the
+   ``quantity=power_w`` filter) while the gateway holds a day of history; then
+   the rest of ``--days`` is COPYed in before it and the same load runs again.
+   The history is one reading every ``HISTORY_STEP_S`` s on three streams (9.46 M
+   rows for a year). ``readings_year_vs_small`` is the latency ratio: 1 means a
+   page's cost does not grow with the stored history.
 
 Figures are per HTTP request: ``rps``, ``p50_ms``, ``p99_ms``, ``errors`` (any
 answer other than the expected status, or no answer); ``*_vs_baseline`` is the
@@ -56,6 +64,17 @@ MANUAL_METER = "manual"
 TARIFF = "bench-tariff"
 SLOT_S = 1800
 REPLAY_EVERY = 10
+HISTORY_STEP_S = 10
+"""One reading per stream this often in the seeded history: a meter's real rate."""
+HISTORY_STREAMS = (
+    (SITE_METER, "power_w"),
+    (CHARGER, "power_w"),
+    (CHARGER, "import_energy_wh"),
+)
+HISTORY_FIRST_SEQ = 1_000_000  # above the seeded batch's seqs
+SMALL_HISTORY_DAYS = 1.0
+"""The small history the year is compared with: enough for every page to be full."""
+_COPY_INSTANTS = 50_000  # instants per COPY: 150,000 rows, about 6 MB in flight
 
 
 def _log(msg: str) -> None:
@@ -235,6 +254,64 @@ def _readings_batch(contract: Any, gw: str, start_ms: int, now_ms: int) -> Any:
     )
 
 
+async def seed_history(
+    conn: asyncpg.Connection,
+    gw: str,
+    streams: tuple[tuple[str, str], ...],
+    start: datetime,
+    end: datetime,
+    *,
+    step_s: float = HISTORY_STEP_S,
+    first_seq: int,
+) -> int:
+    """COPY one reading per stream every ``step_s`` in ``[start, end)`` into
+    ``readings`` of gateway ``gw`` (which must exist), with seqs from
+    ``first_seq``; returns the rows stored. The rows are what the ingest worker
+    stores, minus the batch path, so a year takes about a minute, not an hour."""
+    from cloud.db import Partitions
+
+    ids = []
+    for device_id, name in streams:
+        await conn.execute(
+            "INSERT INTO streams (gateway_id, device_id, name) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            gw,
+            device_id,
+            name,
+        )
+        ids.append(
+            await conn.fetchval(
+                "SELECT id FROM streams WHERE gateway_id = $1 AND device_id = $2"
+                " AND name = $3",
+                gw,
+                device_id,
+                name,
+            )
+        )
+    instants = int((end - start).total_seconds() // step_s)
+    if instants <= 0:
+        return 0
+    step = timedelta(seconds=step_s)
+    start_ms = int(start.timestamp() * 1000)
+    await Partitions().ensure(conn, start_ms, start_ms + int(instants * step_s * 1000))
+    seq = first_seq
+    for i0 in range(0, instants, _COPY_INSTANTS):
+        rows = []
+        for i in range(i0, min(instants, i0 + _COPY_INSTANTS)):
+            ts = start + i * step
+            for k, stream_id in enumerate(ids):
+                # a household's power, a charger's power, a rising register
+                value = float((i * 7919 + k * 104_729) % 7400) if k < 2 else i * 2.0
+                rows.append((gw, seq, ts, stream_id, value))
+                seq += 1
+        await conn.copy_records_to_table(
+            "readings",
+            records=rows,
+            columns=["gateway_id", "seq", "ts", "stream_id", "value"],
+        )
+    return seq - first_seq
+
+
 # ------------------------------------------------------------------ the load
 
 
@@ -404,6 +481,124 @@ async def _submit_once(c: Client, stats: Stats) -> None:
         c.created += 1
 
 
+async def _readings_once(c: Client, stats: Stats) -> None:
+    """The owner's readings: the newest page, the next (older) one from its
+    ``Link``, and the newest page of one quantity."""
+    h = {"Authorization": f"Bearer {c.token}"}
+    path = f"/v1/gateways/{c.gw}/readings"
+    r = await _timed(stats, "page", lambda: c.http.get(path, headers=h))
+    if r is None:
+        return
+    next_url = r.links.get("next", {}).get("url")
+    if not r.json() or next_url is None:
+        stats.fail(f"page: {len(r.json())} readings, next page {next_url!r}")
+        return
+    await _timed(stats, "next", lambda: c.http.get(next_url, headers=h))
+    await _timed(
+        stats,
+        "power_w",
+        lambda: c.http.get(path, params={"quantity": "power_w"}, headers=h),
+    )
+
+
+async def _seed_segment(
+    dsn: str, gw: str, start: datetime, end: datetime, first_seq: int
+) -> dict[str, Any]:
+    """COPY the history in ``[start, end)`` into ``gw``, then let PostgreSQL
+    settle as it would within a minute of such a load (autovacuum's ANALYZE, the
+    checkpoint writing the load's pages back), so that the next phase measures the
+    endpoint rather than the seed's aftermath."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        days = (end - start).total_seconds() / 86_400
+        _log(f"history: COPYing {days:g} days of readings into {gw} ...")
+        t0 = time.perf_counter()
+        rows = await seed_history(
+            conn, gw, HISTORY_STREAMS, start, end, first_seq=first_seq
+        )
+        seed_s = time.perf_counter() - t0
+        await conn.execute("VACUUM (ANALYZE) readings")
+        try:
+            await conn.execute("CHECKPOINT")
+        except asyncpg.InsufficientPrivilegeError:
+            _log("history: no CHECKPOINT (needs superuser or pg_checkpoint)")
+        settle_s = time.perf_counter() - t0 - seed_s
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM readings WHERE gateway_id = $1", gw
+        )
+    finally:
+        await conn.close()
+    _log(
+        f"history: {rows:,} readings in {seed_s:.1f} s ({rows / seed_s:,.0f}/s), "
+        f"VACUUM ANALYZE + CHECKPOINT {settle_s:.1f} s; {gw} holds {stored:,}"
+    )
+    return {
+        "days": round(days, 3),
+        "rows_copied": rows,
+        "rows_stored": stored,
+        "seed_s": round(seed_s, 1),
+        "settle_s": round(settle_s, 1),
+    }
+
+
+async def _history_phases(
+    ready: list[Client],
+    duration_s: float,
+    server: psutil.Process,
+    dsn: str,
+    days: float,
+) -> dict[str, Any]:
+    """The readings load on the first owner's gateway holding a small history
+    (``SMALL_HISTORY_DAYS``), then again once it holds ``days``. Both are seeded
+    the same way, so every page is full in both and only the history differs."""
+    first = ready[0]
+    # every client reads as the first owner: one gateway, one access path
+    readers = [Client(c.http, first.email, first.gw, first.token) for c in ready]
+    small_days = min(SMALL_HISTORY_DAYS, days / 2)
+    conn = await asyncpg.connect(dsn)
+    try:  # the history ends where the seeded 30 minutes begin
+        end = await conn.fetchval(
+            "SELECT min(ts) FROM readings WHERE gateway_id = $1", first.gw
+        )
+    finally:
+        await conn.close()
+    split = end - timedelta(days=small_days)
+    small_seed = await _seed_segment(dsn, first.gw, split, end, HISTORY_FIRST_SEQ)
+    small = await _phase(
+        f"readings, {small_days:g} days stored",
+        readers,
+        duration_s,
+        _readings_once,
+        server,
+    )
+    year_seed = await _seed_segment(
+        dsn,
+        first.gw,
+        end - timedelta(days=days),
+        split,
+        HISTORY_FIRST_SEQ + small_seed["rows_copied"],
+    )
+    year = await _phase(
+        f"readings, {days:g} days stored", readers, duration_s, _readings_once, server
+    )
+
+    def ratio(key: str) -> float:
+        return round(year[key] / small[key], 2) if small[key] else 0.0
+
+    return {
+        "history": {
+            "gateway": first.gw,
+            "step_s": HISTORY_STEP_S,
+            "streams": len(HISTORY_STREAMS),
+            "small": small_seed,
+            "year": year_seed,
+        },
+        "readings_small": small,
+        "readings_year": year,
+        "readings_year_vs_small": {"p50": ratio("p50_ms"), "p99": ratio("p99_ms")},
+    }
+
+
 async def _login(c: Client, stats: Stats) -> None:
     r = await _timed(
         stats,
@@ -422,6 +617,7 @@ async def _drive(
     duration_s: float,
     server: psutil.Process,
     dsn: str,
+    history_days: float,
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     clients = [
@@ -472,12 +668,17 @@ async def _drive(
         if stored != created:
             submissions["errors"] += abs(stored - created)
             _log(f"submissions: {created} answered 201 but {stored} rows stored")
-        return {
+        out = {
             "baseline": baseline,
             "login": login_fig,
             "reads": reads,
             "submissions": submissions,
         }
+        if history_days > 0:
+            out.update(
+                await _history_phases(ready, duration_s, server, dsn, history_days)
+            )
+        return out
     finally:
         await asyncio.gather(*(c.http.aclose() for c in clients))
 
@@ -539,8 +740,12 @@ def run_api_bench(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request
     n = args.clients
     duration = args.duration if args.duration is not None else 15.0
-    if n < 1 or duration <= 0:
-        print("fusebox bench api: --clients >= 1 and --duration > 0", file=sys.stderr)
+    history_days = float(getattr(args, "days", 365))
+    if n < 1 or duration <= 0 or history_days < 0:
+        print(
+            "fusebox bench api: --clients >= 1, --duration > 0 and --days >= 0",
+            file=sys.stderr,
+        )
         return 2
     state = Path(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -582,7 +787,14 @@ def run_api_bench(args: argparse.Namespace) -> int:
             f"{duration:g} s per phase"
         )
         phases = asyncio.run(
-            _drive(base_url, owners, duration, psutil.Process(proc.pid), dsn)
+            _drive(
+                base_url,
+                owners,
+                duration,
+                psutil.Process(proc.pid),
+                dsn,
+                history_days,
+            )
         )
     finally:
         for stop in reversed(stops):
@@ -600,5 +812,16 @@ def run_api_bench(args: argparse.Namespace) -> int:
         "reads_vs_baseline": round(phases["reads"]["rps"] / base_rps, 3),
         "submissions_vs_baseline": round(phases["submissions"]["rps"] / base_rps, 3),
     }
+    if "readings_year" in phases:
+        small, year = phases["readings_small"], phases["readings_year"]
+        base, history = phases["baseline"], phases["history"]
+        ratios = phases["readings_year_vs_small"]
+        _log(
+            f"readings p50/p99: {small['p50_ms']:.1f}/{small['p99_ms']:.1f} ms on "
+            f"{history['small']['days']:g} days, {year['p50_ms']:.1f}/"
+            f"{year['p99_ms']:.1f} ms on {history_days:g} days (x{ratios['p50']} / "
+            f"x{ratios['p99']}); baseline /healthz {base['p50_ms']:.1f}/"
+            f"{base['p99_ms']:.1f} ms"
+        )
     print(json.dumps(result))
     return 0

@@ -29,6 +29,9 @@ def test_bench_api_reports_reads_and_submissions(
             "4",
             "--duration",
             "5",
+            # the year of history scaled down: 2 days, 51,840 readings
+            "--days",
+            "2",
             "--database-url",
             pg_server,
             "--state-dir",
@@ -43,7 +46,13 @@ def test_bench_api_reports_reads_and_submissions(
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["bench"] == "api" and result["clients"] == 4
-    for phase in ("baseline", "reads", "submissions"):
+    for phase in (
+        "baseline",
+        "reads",
+        "submissions",
+        "readings_small",
+        "readings_year",
+    ):
         figures = result[phase]
         assert all(k in figures for k in FIGURES), (phase, figures)
         assert figures["errors"] == 0, (phase, figures, proc.stderr[-3000:])
@@ -55,3 +64,14 @@ def test_bench_api_reports_reads_and_submissions(
     assert subs["by_endpoint"]["replay"]["requests"] > 0
     assert result["login"]["errors"] == 0 and result["login"]["requests"] == 4
     assert result["reads_vs_baseline"] > 0
+    for phase in ("readings_small", "readings_year"):
+        assert set(result[phase]["by_endpoint"]) == {"page", "next", "power_w"}
+    history = result["history"]
+    per_day = 86_400 // history["step_s"] * history["streams"]
+    small, year = history["small"], history["year"]
+    assert small["days"] == year["days"] == 1  # --days 2: one day, then the other
+    assert small["rows_copied"] == year["rows_copied"] == per_day
+    # and the 30 minutes of the seeded batch
+    assert small["rows_stored"] == per_day + 120
+    assert year["rows_stored"] == 2 * per_day + 120
+    assert result["readings_year_vs_small"]["p99"] > 0
