@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import uvicorn
 
@@ -74,7 +75,7 @@ async def run_scheduler(
     service = Scheduler(
         dsn=dsn,
         mqtt=parse_mqtt_url(mqtt_url),
-        clock=clock or Clock(),
+        clock=clock or Clock(real=time.time),
         settings=scheduler or SchedulerSettings(),
     )
     await service.run()

@@ -237,7 +237,7 @@ class Scheduler:
     ) -> None:
         self.dsn = dsn
         self.mqtt = mqtt
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(real=time.time)
         self.settings = settings or SchedulerSettings()
         self.client_id = (
             client_id

@@ -4,6 +4,9 @@ Written by the API (``PUT /v1/tariffs/{id}/prices``) and the CLI (``fusebox clou
 prices load``), read by the scheduler. Marking a tariff updated (``updated_at``)
 makes the scheduler replan the sites on it. A module of its own so that the API
 process needs nothing of the scheduler service.
+
+Also the curve files (``load_curve``, ``FileTariffSource``): reading files is I/O,
+which ``protocols`` does not do; the parsing is ``protocols.planning``'s.
 """
 
 from __future__ import annotations
@@ -11,13 +14,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import asyncpg
 
-from protocols.planning import SlotCurve
+from protocols.planning import (
+    PRICE_UNIT,
+    SlotCurve,
+    floor_slot,
+    parse_curve,
+    parse_curve_csv,
+)
 
-__all__ = ["TariffSlots", "load_prices", "read_slots", "store_tariff"]
+__all__ = [
+    "FileTariffSource",
+    "TariffSlots",
+    "load_curve",
+    "load_curve_csv",
+    "load_prices",
+    "read_slots",
+    "store_tariff",
+]
 
 
 async def load_prices(
@@ -130,3 +148,37 @@ async def read_slots(
             if r["carbon_g_per_kwh"] is not None
         },
     )
+
+
+def load_curve(
+    path: str | Path, value_column: str = "price_p_per_kwh", unit: str = PRICE_UNIT
+) -> SlotCurve:
+    """Load a ``.csv`` or ``.json`` curve file (``protocols.planning.parse_curve``)."""
+    p = Path(path)
+    return parse_curve(p.read_text(encoding="utf-8"), str(p), value_column, unit)
+
+
+def load_curve_csv(
+    path: str | Path, value_column: str = "price_p_per_kwh", unit: str = PRICE_UNIT
+) -> SlotCurve:
+    """Load a CSV curve file, whatever its name (``parse_curve_csv``)."""
+    p = Path(path)
+    return parse_curve_csv(p.read_text(encoding="utf-8"), value_column, unit, str(p))
+
+
+@dataclass
+class FileTariffSource:
+    """A ``TariffSource`` reading a CSV or JSON curve file (read on each fetch)."""
+
+    path: Path
+    value_column: str = "price_p_per_kwh"
+    unit: str = PRICE_UNIT
+
+    async def fetch(self, start: datetime, end: datetime) -> SlotCurve:
+        """The file's slots in ``[start, end)``, truncated to the file's range."""
+        curve = load_curve(self.path, self.value_column, self.unit)
+        first = max(floor_slot(start), curve.start)
+        last = min(end, curve.end)
+        if last <= first:
+            return SlotCurve(first, (), curve.unit)
+        return curve.window(first, last)

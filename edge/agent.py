@@ -38,13 +38,20 @@ SOFTWARE = "fusebox-edge/0.1.0"
 
 
 class EdgeAgent:
+    """The gateway's parts, built from ``config``: the config in force
+    (``load_config``'s). The installer's overrides are applied here as well, which
+    changes nothing on ``load_config``'s and makes a config built any other way
+    (``parse_config``) the one in force too; ``ConfigError`` if the overrides file
+    is damaged."""
+
     def __init__(self, config: EdgeConfig, *, clock: Clock | None = None) -> None:
-        # what the installer set on the local page (fuse, approved chargers)
-        # applies on top of the config file; ConfigError if it is unreadable
-        self.overrides = Overrides(overrides_path_beside(config.outbox.path))
+        # the files kept beside the outbox: claim code, overrides, OCPP, lease
+        self.paths = StatePaths.beside(config.outbox.path)
+        # the local page writes its changes (fuse, approved chargers) here
+        self.overrides = Overrides(self.paths.overrides)
         config = self.overrides.apply(config)
         self.config = config
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(real=time.time)
         self.outbox = Outbox.open(
             config.outbox.path,
             cap_bytes=int(config.outbox.cap_mb * 1024 * 1024),

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -133,7 +134,7 @@ class Controller:
         self.config = config
         self.site = config.site
         self.ocpp = ocpp
-        self.clock = clock or Clock()
+        self.clock = clock or Clock(real=time.time)
         self.post = post
         self.lease_path = lease_path
         self.policy = ChargingPolicy(rng)

@@ -33,9 +33,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protocols.clock import Clock
 
 log = logging.getLogger("fusebox")
 
@@ -156,10 +160,10 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
-    from protocols.clock import ClockSpecError, clock_from_env
+    from protocols.clock import ClockSpecError
 
     try:
-        clock = clock_from_env(args.clock)
+        clock = clock_from_args(args)
     except ClockSpecError as exc:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -525,11 +529,21 @@ def cmd_cloud(args: argparse.Namespace) -> int:
     )
 
 
-def _clock(args: argparse.Namespace) -> Any:
-    from protocols.clock import ClockSpecError, clock_from_env
+def clock_from_args(args: argparse.Namespace) -> Clock:
+    """The clock of ``--clock``, else of ``$FUSEBOX_CLOCK``, else the real one."""
+    from protocols.clock import CLOCK_ENV, Clock
+
+    spec = getattr(args, "clock", None)
+    return Clock.parse(
+        spec if spec is not None else os.environ.get(CLOCK_ENV), real=time.time
+    )
+
+
+def _clock(args: argparse.Namespace) -> Clock:
+    from protocols.clock import ClockSpecError
 
     try:
-        return clock_from_env(getattr(args, "clock", None))
+        return clock_from_args(args)
     except ClockSpecError as exc:
         print(f"fusebox cloud: bad clock: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
@@ -540,8 +554,8 @@ def cmd_cloud_prices(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from cloud.db import migrate
-    from cloud.tariffs import load_prices
-    from protocols.planning import CARBON_UNIT, CurveFormatError, load_curve_csv
+    from cloud.tariffs import load_curve_csv, load_prices
+    from protocols.planning import CARBON_UNIT, CurveFormatError
 
     if not args.csv and not args.carbon_csv:
         print(

@@ -201,8 +201,8 @@ async def seed_cloud(dsn: str, *, today: date) -> None:
     gateway's site (fuse, tariff, chargers, site meter), charging preferences, and
     the sample year's prices moved by whole weeks so that ``today`` is covered."""
     from cloud.auth import create_user
-    from cloud.tariffs import load_prices
-    from protocols.planning import CARBON_UNIT, SlotCurve, load_curve_csv
+    from cloud.tariffs import load_curve_csv, load_prices
+    from protocols.planning import CARBON_UNIT, SlotCurve
 
     data = Path(__file__).parent / "data"
     prices = load_curve_csv(data / f"sample_prices_{_SAMPLE_YEAR}.csv")
@@ -802,9 +802,11 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     print(f"Fusebox demo: state and logs in {state}", flush=True)
     sim_start = datetime.combine(date.today(), EVENING, SITE_TZ)
     clock = (
-        Clock.parse(sim_spec(sim_start, anchor=time.time(), speed=args.speed))
+        Clock.parse(
+            sim_spec(sim_start, anchor=time.time(), speed=args.speed), real=time.time
+        )
         if args.speed != 1
-        else Clock()
+        else Clock(real=time.time)
     )
     demo = _Demo(args, state, _Procs(state / "logs"), clock, sim_start)
     # every process reads the same clock spec: they all agree on the time

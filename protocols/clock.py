@@ -15,19 +15,19 @@ A scenario runner picks ``anchor`` = now when it starts the processes.
 
 ``Clock.now()`` gives aware UTC datetimes; ``Clock.real_seconds(s)`` converts a
 simulated duration into the real seconds to sleep (``asyncio.sleep`` stays with
-the caller, this module does no I/O beyond reading ``time.time``).
+the caller, and so does reading the real clock: a ``Clock`` is given its
+``real`` source, ``time.time`` outside tests; this module reads neither the
+environment nor the time itself).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CLOCK_ENV", "Clock", "ClockSpecError", "clock_from_env", "sim_spec"]
+__all__ = ["CLOCK_ENV", "Clock", "ClockSpecError", "sim_spec"]
 
 CLOCK_ENV = "FUSEBOX_CLOCK"
 _SPEC = re.compile(
@@ -44,19 +44,19 @@ class ClockSpecError(ValueError):
 class Clock:
     """Real time (``speed`` 1, no ``start``) or simulated time.
 
-    ``real`` is the wall-clock source (seconds since the epoch); tests may pass
-    their own."""
+    ``real`` is the wall-clock source (seconds since the epoch): ``time.time``,
+    or a test's own. It is required so that this module reads no clock."""
 
     start: datetime | None = None
     anchor: float = 0.0
     speed: float = 1.0
-    real: Callable[[], float] = time.time
+    real: Callable[[], float] = field(kw_only=True)
 
     @classmethod
-    def parse(cls, spec: str | None) -> Clock:
+    def parse(cls, spec: str | None, *, real: Callable[[], float]) -> Clock:
         """A clock from its spec (see the module docstring); None or "" is real."""
         if spec is None or spec.strip() in ("", "real"):
-            return cls()
+            return cls(real=real)
         match = _SPEC.match(spec.strip())
         if match is None:
             raise ClockSpecError(
@@ -78,7 +78,7 @@ class Clock:
             raise ClockSpecError(
                 f"clock speed {speed:g} must be in (0, {_MAX_SPEED:g}]"
             )
-        return cls(start.astimezone(UTC), float(match["anchor"]), speed)
+        return cls(start.astimezone(UTC), float(match["anchor"]), speed, real=real)
 
     @property
     def simulated(self) -> bool:
@@ -112,8 +112,3 @@ def sim_spec(start: datetime, *, anchor: float, speed: float) -> str:
         raise ClockSpecError("the simulated start needs a time zone")
     iso = start.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return f"sim:{iso}@{anchor:.3f}x{speed:g}"
-
-
-def clock_from_env(spec: str | None = None) -> Clock:
-    """The clock given by ``spec``, else by ``$FUSEBOX_CLOCK``, else the real one."""
-    return Clock.parse(spec if spec is not None else os.environ.get(CLOCK_ENV))

@@ -33,8 +33,8 @@ the item (JSON) and the field. Error tree::
      +-- CurveRangeError       a slot outside the curve was asked for
 
 :class:`TariffSource` is the interface of a remote price feed (an HTTP client in the
-cloud implements it); :class:`FileTariffSource` is the file-backed implementation used
-by the demo, the tests and the edge's "last known tariff".
+cloud implements it); the file-backed one, which reads files and so cannot live in
+this pure package, is ``cloud.tariffs.FileTariffSource``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
@@ -357,14 +356,6 @@ def parse_curve_csv(
     return _curve_from_pairs(pairs, unit, source)
 
 
-def load_curve_csv(
-    path: str | Path, value_column: str = "price_p_per_kwh", unit: str = PRICE_UNIT
-) -> SlotCurve:
-    """Load a CSV curve file (see :func:`parse_curve_csv`)."""
-    p = Path(path)
-    return parse_curve_csv(p.read_text(encoding="utf-8"), value_column, unit, str(p))
-
-
 def parse_curve_json(
     text: str, unit: str | None = None, source: str = "<json>"
 ) -> SlotCurve:
@@ -420,20 +411,17 @@ def parse_curve_json(
     return _curve_from_pairs(pairs, file_unit, source)
 
 
-def load_curve_json(path: str | Path, unit: str | None = None) -> SlotCurve:
-    """Load a JSON curve file (see :func:`parse_curve_json`)."""
-    p = Path(path)
-    return parse_curve_json(p.read_text(encoding="utf-8"), unit, str(p))
-
-
-def load_curve(
-    path: str | Path, value_column: str = "price_p_per_kwh", unit: str = PRICE_UNIT
+def parse_curve(
+    text: str,
+    source: str,
+    value_column: str = "price_p_per_kwh",
+    unit: str = PRICE_UNIT,
 ) -> SlotCurve:
-    """Load a ``.csv`` or ``.json`` curve file, chosen by the suffix."""
-    p = Path(path)
-    if p.suffix.lower() == ".json":
-        return load_curve_json(p, unit)
-    return load_curve_csv(p, value_column, unit)
+    """Parse a curve given as text, JSON if ``source`` (a file name) ends in
+    ``.json``, else CSV. Reading the file is the caller's (``cloud.tariffs``)."""
+    if source.lower().endswith(".json"):
+        return parse_curve_json(text, unit, source)
+    return parse_curve_csv(text, value_column, unit, source)
 
 
 def curve_to_csv(curve: SlotCurve, value_column: str, decimals: int = 2) -> str:
@@ -462,21 +450,3 @@ class TariffSource(Protocol):
 
 HttpTariffSource = TariffSource
 """The name the cloud's HTTP clients implement; the same interface."""
-
-
-@dataclass
-class FileTariffSource:
-    """A :class:`TariffSource` reading a CSV or JSON curve file (read on each fetch)."""
-
-    path: Path
-    value_column: str = "price_p_per_kwh"
-    unit: str = PRICE_UNIT
-
-    async def fetch(self, start: datetime, end: datetime) -> SlotCurve:
-        """The file's slots in ``[start, end)``, truncated to the file's range."""
-        curve = load_curve(self.path, self.value_column, self.unit)
-        first = max(floor_slot(start), curve.start)
-        last = min(end, curve.end)
-        if last <= first:
-            return SlotCurve(first, (), curve.unit)
-        return curve.window(first, last)

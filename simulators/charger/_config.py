@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from protocols.clock import Clock, clock_from_env
+from protocols.clock import Clock
+from simulators._args import clock_from_args
 from simulators.ev import VOLTAGE_V
 
 VERSIONS: Final = ("1.6", "2.0.1")
@@ -99,7 +101,7 @@ class ChargerConfig:
     ledger_path: Path | None = None
     state_path: Path | None = None
     max_backoff_s: float = 15.0
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=lambda: Clock(real=time.time))
     power_path: Path | None = None
 
     @property
@@ -172,7 +174,7 @@ class ChargerConfig:
             ledger_path=None if args.ledger is None else Path(args.ledger),
             state_path=None if args.state is None else Path(args.state),
             max_backoff_s=float(args.max_backoff),
-            clock=clock_from_env(getattr(args, "clock", None)),
+            clock=clock_from_args(args),
             power_path=None
             if getattr(args, "power_file", None) is None
             else Path(args.power_file),

@@ -4,15 +4,17 @@ command line."""
 from __future__ import annotations
 
 import argparse
+import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from protocols.clock import Clock, clock_from_env
+from protocols.clock import Clock
 from protocols.meters import MeterFormat
 from protocols.urls import MqttTarget, parse_mqtt_url
+from simulators._args import clock_from_args
 from simulators.meter._wire import TasmotaVariant
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
@@ -41,7 +43,7 @@ class MeterSimConfig:
     max_backoff_s: float = 15.0
     publish_timeout_s: float = 10.0
     log_every_s: float = 10.0
-    clock: Clock = field(default_factory=Clock)
+    clock: Clock = field(default_factory=lambda: Clock(real=time.time))
     add_load_paths: tuple[Path, ...] = ()
     spike_path: Path | None = None
 
@@ -66,7 +68,7 @@ class MeterSimConfig:
             )
         if args.interval < 0:
             raise ValueError("--interval must be >= 0 seconds")
-        clock = clock_from_env(getattr(args, "clock", None))
+        clock = clock_from_args(args)
         if clock.simulated:
             if args.step is not None or args.start is not None:
                 raise ValueError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
@@ -160,7 +161,7 @@ async def test_owner_sees_charging_ev_and_replans_on_new_ready_by(
     scheduler = Scheduler(
         dsn=web.dsn,
         mqtt=parse_mqtt_url(mosquitto.url),
-        clock=Clock(),
+        clock=Clock(real=time.time),
         settings=SchedulerSettings(interval_s=0.2),
     )
     sched_task = asyncio.create_task(scheduler.run(), name="scheduler")

@@ -90,8 +90,8 @@ def test_bench_planner_without_scipy_says_how_to_install_it() -> None:
 
 
 def test_tariffs_generate_writes_the_sample_year(tmp_path: Path) -> None:
+    from cloud.tariffs import load_curve
     from fusebox.cli import main
-    from protocols.planning import load_curve
 
     assert main(["tariffs", "generate", "--out", str(tmp_path)]) == 0
     prices = load_curve(tmp_path / "sample_prices_2025.csv")

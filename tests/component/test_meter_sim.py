@@ -626,7 +626,7 @@ async def test_simulated_clock_and_loads_behind_the_meter(
     from protocols.clock import Clock
     from simulators.household import HouseholdLoad
 
-    sim_now = Clock.parse(clock).now()
+    sim_now = Clock.parse(clock, real=time.time).now()
     first = ledger[0].ts
     # stamped on the clock: 17:55 when the run started, a minute apart
     assert first.isoformat().startswith("2025-01-15T17:5")
@@ -637,7 +637,9 @@ async def test_simulated_clock_and_loads_behind_the_meter(
     assert time.time() - real_end < 5
     # the household runs from the clock's start, whenever the meter started
     house = HouseholdLoad(
-        seed=42, start=Clock.parse(clock).start or first, import_energy_wh=1_000_000.0
+        seed=42,
+        start=Clock.parse(clock, real=time.time).start or first,
+        import_energy_wh=1_000_000.0,
     )
     house_first_wh = house.advance_to(first).import_energy_wh
     assert house.sample().import_energy_wh == pytest.approx(

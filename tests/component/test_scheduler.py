@@ -67,7 +67,7 @@ LATE = (
 
 
 def sim_clock(speed: float = 1.0, start: datetime = T0) -> Clock:
-    return Clock(start=start, anchor=time.time(), speed=speed)
+    return Clock(start=start, anchor=time.time(), speed=speed, real=time.time)
 
 
 def price_curve(cheap: tuple[datetime, datetime], dear: float = 30.0) -> SlotCurve:

@@ -250,7 +250,7 @@ async def _start_night(
         stack.load_prices()
     anchor = time.time() + LEAD_S
     spec = sim_spec(clock_start, anchor=anchor, speed=speed)
-    clock = Clock.parse(spec)
+    clock = Clock.parse(spec, real=time.time)
     proxy: TcpProxy | None = None
     cloud_url: str | None = None
     if cloud in ("cut_later", "down"):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from cloud.tariffs import FileTariffSource, load_curve
 from protocols.planning import (
     SLOT,
     CurveFormatError,
     CurveRangeError,
     DynamicTariff,
-    FileTariffSource,
     FlatTariff,
     SlotCurve,
     TariffSource,
@@ -22,7 +22,6 @@ from protocols.planning import (
     curve_to_csv,
     floor_slot,
     generate_sample_year,
-    load_curve,
     parse_curve_csv,
     parse_curve_json,
 )
