@@ -10,10 +10,10 @@ import socket
 import time
 
 from edge import ConfigError
-from edge.claim import claim_path_beside, load_or_create
+from edge.claim import load_or_create
 from edge.config import EdgeConfig
 from edge.controller import Controller
-from edge.local_api import LocalApiServer, LocalSite, Overrides, overrides_path_beside
+from edge.local_api import LocalApiServer, LocalSite
 from edge.meters import MeterService
 from edge.metrics import (
     age_seconds,
@@ -25,8 +25,9 @@ from edge.metrics import (
     uplink_samples,
 )
 from edge.ocpp.server import OcppServer
-from edge.ocpp.transactions import store_path_beside
 from edge.outbox import Outbox
+from edge.overrides import Overrides
+from edge.paths import StatePaths
 from edge.uplink import Uplink, UplinkConfig
 from protocols.backoff import Backoff
 from protocols.clock import Clock
@@ -67,7 +68,7 @@ class EdgeAgent:
                 config.chargers,
                 self.outbox,
                 clock=self.clock.now,
-                transactions_path=store_path_beside(config.outbox.path),
+                transactions_path=self.paths.ocpp_transactions,
             )
         target = parse_mqtt_url(config.cloud.mqtt_url)
         if config.cloud.username:
@@ -106,7 +107,6 @@ class EdgeAgent:
         # with discovery on and no charger yet, the controller waits for the
         # installer to approve one (the local page adds it live)
         if self.ocpp is not None and config.site.control != "off":
-            outbox_path = config.outbox.path
             self.controller = Controller(
                 config,
                 self.ocpp,
@@ -114,7 +114,7 @@ class EdgeAgent:
                 post=lambda leaf, payload, key: self.uplink.post(
                     leaf, payload, key=key
                 ),
-                lease_path=outbox_path.with_name(outbox_path.stem + "-lease.msgpack"),
+                lease_path=self.paths.lease,
                 # on a fast simulated clock, evaluate as often in simulated time
                 # as the real clock would (a minute / 10 s), within real bounds
                 tick_s=min(5.0, max(0.05, self.clock.real_seconds(60.0))),
@@ -124,7 +124,7 @@ class EdgeAgent:
             self.uplink.on_down = self.controller.on_down
         # the code the installer types to claim this gateway; only its hash
         # leaves the site (in the gateway status)
-        self.claim = load_or_create(claim_path_beside(config.outbox.path))
+        self.claim = load_or_create(self.paths.claim)
         self.local_api: LocalApiServer | None = None
         if config.local_api_on:
             self.local_api = LocalApiServer(

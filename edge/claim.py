@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import EdgeError
+from edge.paths import StatePaths
 
 __all__ = [
     "ALPHABET",
@@ -91,8 +92,9 @@ def claim_sha256(code: str) -> str:
 
 
 def claim_path_beside(outbox_path: Path) -> Path:
-    """Where the claim code of the gateway with this outbox is kept."""
-    return outbox_path.with_name(outbox_path.stem + "-claim.txt")
+    """Where the claim code of the gateway with this outbox is kept
+    (``StatePaths.claim``)."""
+    return StatePaths.beside(outbox_path).claim
 
 
 def read_code(path: Path) -> ClaimCode:

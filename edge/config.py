@@ -1,12 +1,15 @@
 """The edge config file (TOML), validated by pydantic.
 
-``load_config(path)`` returns an ``EdgeConfig`` or raises ``ConfigError`` whose
+``load_config(path)`` returns the ``EdgeConfig`` in force (the file, with the
+installer's overrides from ``edge.overrides`` on top) or raises ``ConfigError`` whose
 message names the file, the field and the fix; ``fusebox edge run`` turns that into
 exit code 2. ``FUSEBOX_CLOUD_MQTT_URL`` and ``FUSEBOX_LOCAL_MQTT_URL`` override the
 URLs in the file (the docker-compose file and the demo use that).
 
-Meters are a union discriminated on ``type``, so the config schema and the driver
-registry (``edge.meters.DRIVERS``) cannot drift apart.
+Meters are a union discriminated on ``type`` built from the registry of meter
+models (``protocols.meters.METER_MODELS``), the same registry the driver factory
+(``edge.meters.meter_driver``) reads, so the config schema and the drivers cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -30,7 +33,12 @@ from pydantic import (
 
 from edge import ConfigError
 from edge.ocpp.config import ChargerList, OcppServerConfig
-from protocols.meters import GenericMapping
+from edge.overrides import apply_overrides
+from protocols.meters import GenericMeter as GenericMeter
+from protocols.meters import GlowMeter as GlowMeter
+from protocols.meters import MeterSettings, meter_config_union, meter_type_choices
+from protocols.meters import ShellyMeter as ShellyMeter
+from protocols.meters import TasmotaMeter as TasmotaMeter
 from protocols.urls import BadURL, parse_mqtt_url
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -181,45 +189,12 @@ class LocalApiSettings(_Strict):
         return self
 
 
-class _Meter(_Strict):
-    id: str = Field(pattern=_ID, description="device id used in readings")
-
-
-class GlowMeter(_Meter):
-    """Hildebrand Glow (SMETS2 consumer access device), local MQTT."""
-
-    type: Literal["glow"]
-    topic: str = Field(description="base topic, e.g. glow/ABCDEF123456")
-
-
-class TasmotaMeter(_Meter):
-    """Tasmota energy or SML telemetry on tele/<device>/SENSOR."""
-
-    type: Literal["tasmota"]
-    topic: str = Field(description="tele/<device topic>, e.g. tele/tasmota_5A3B1C")
-    timezone: str = Field(default="UTC", description="the device's local time zone")
-
-
-class ShellyMeter(_Meter):
-    """Shelly Pro EM / Pro 3EM (Gen2) over MQTT."""
-
-    type: Literal["shelly"]
-    topic: str = Field(description="the device's MQTT prefix, e.g. shellypro3em-abc")
-
-
-class GenericMeter(_Meter):
-    """Any JSON payload, mapped field by field."""
-
-    type: Literal["generic"]
-    topic: str = Field(
-        description="the exact topic (or filter) the device publishes on"
-    )
-    mapping: GenericMapping
-
-
-MeterConfig = Annotated[
-    GlowMeter | TasmotaMeter | ShellyMeter | GenericMeter, Field(discriminator="type")
-]
+# One [[meters]] table: the config classes of the meter models (GlowMeter ...,
+# re-exported here) as a union discriminated on ``type``, from the registry.
+if TYPE_CHECKING:
+    MeterConfig = MeterSettings
+else:
+    MeterConfig = meter_config_union()
 
 
 _WINDOW = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -342,8 +317,9 @@ class EdgeConfig(_Strict):
 _FIXES = {
     "missing": "add it",
     "extra_forbidden": "remove it, or check its spelling",
-    "union_tag_invalid": "use one of: glow, tasmota, shelly, generic",
-    "union_tag_not_found": 'add type = "glow" | "tasmota" | "shelly" | "generic"',
+    "union_tag_invalid": f"use one of: {meter_type_choices()}",
+    "union_tag_not_found": "add type = "
+    + meter_type_choices(quoted=True, separator=" | "),
     "string_pattern_mismatch": "use letters, digits, '_', '.', '-' (at most 64)",
 }
 
@@ -381,7 +357,17 @@ def parse_config(
         raise ConfigError(_explain(exc, source)) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> EdgeConfig:
+def load_config(path: str | os.PathLike[str], *, overrides: bool = True) -> EdgeConfig:
+    """The config in force: the TOML file at ``path`` (with the environment's
+    URLs, ``parse_config``) and the installer's overrides on top
+    (``edge.overrides``: the fuse limit and the chargers approved on the local
+    page, kept beside the outbox).
+
+    ``overrides=False`` gives the file alone, for callers that only need to find
+    the running edge (its local API, its claim code) and must work whatever the
+    overrides file holds. ``ConfigError`` names the file and the fix when the
+    config or the overrides file cannot be read or is not valid.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -399,4 +385,5 @@ def load_config(path: str | os.PathLike[str]) -> EdgeConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse_config(data, source=p)
+    config = parse_config(data, source=p)
+    return apply_overrides(config) if overrides else config

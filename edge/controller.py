@@ -116,7 +116,8 @@ class _ChargerRuntime:
 
 class Controller:
     """See the module docstring. ``post`` sends a message to the cloud (the
-    uplink's ``post``); ``lease_path`` keeps the lease across restarts."""
+    uplink's ``post``); ``lease_path`` keeps the lease across restarts (the
+    agent passes ``StatePaths.lease``, beside the outbox)."""
 
     def __init__(
         self,

@@ -22,9 +22,10 @@ bytes again would not help. When the outbox is full (only registers and events
 left) the message stays unacknowledged and the driver retries, so the broker keeps
 it meanwhile.
 
-Drivers are found by the config's ``type`` in ``DRIVERS``: to add a meter model,
-add a decoder in ``protocols.meters``, a config class in ``edge.config`` and a line
-here.
+Drivers are built by ``meter_driver`` from the config's ``type`` and the registry
+of meter models (``protocols.meters.METER_MODELS``: decoder and topic filters per
+model), the registry the config's ``[[meters]]`` union is built from too. Adding a
+meter model touches nothing here: see ``protocols/meters/_registry.py``.
 """
 
 from __future__ import annotations
@@ -36,19 +37,13 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aiomqtt
 
 from edge import OutboxError
-from edge.config import (
-    EdgeConfig,
-    GenericMeter,
-    GlowMeter,
-    MeterConfig,
-    ShellyMeter,
-    TasmotaMeter,
-)
+from edge.config import EdgeConfig, MeterConfig
 from edge.outbox import AppendResult, Outbox
 from edge.site_broker import Durability, read_durability
 from protocols import meters as decoders
@@ -104,50 +99,15 @@ class MeterDriver:
             self._failing = reason
 
 
-def _glow(cfg: GlowMeter) -> MeterDriver:
-    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
-        return decoders.decode_glow(payload, device_id=cfg.id, now=now)
+def meter_driver(config: MeterConfig) -> MeterDriver:
+    """The driver of one configured meter: its model's topic filters and decoder
+    (``protocols.meters.METER_MODELS[config.type]``) bound to ``config``.
 
-    return MeterDriver(
-        cfg, list(decoders.meter_topic_filters("glow", cfg.topic)), decode
-    )
-
-
-def _tasmota(cfg: TasmotaMeter) -> MeterDriver:
-    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
-        return decoders.decode_tasmota(
-            payload, device_id=cfg.id, now=now, timezone=cfg.timezone
-        )
-
-    return MeterDriver(
-        cfg, list(decoders.meter_topic_filters("tasmota", cfg.topic)), decode
-    )
-
-
-def _shelly(cfg: ShellyMeter) -> MeterDriver:
-    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
-        return decoders.decode_shelly(payload, topic=topic, device_id=cfg.id, now=now)
-
-    return MeterDriver(
-        cfg, list(decoders.meter_topic_filters("shelly", cfg.topic)), decode
-    )
-
-
-def _generic(cfg: GenericMeter) -> MeterDriver:
-    def decode(topic: str, payload: bytes, now: datetime) -> list[Reading]:
-        return decoders.decode_generic(
-            payload, device_id=cfg.id, now=now, mapping=cfg.mapping
-        )
-
-    return MeterDriver(cfg, [cfg.topic], decode)
-
-
-DRIVERS: dict[str, Callable[..., MeterDriver]] = {
-    "glow": _glow,
-    "tasmota": _tasmota,
-    "shelly": _shelly,
-    "generic": _generic,
-}
+    Raises ``ValueError`` for a topic its model cannot subscribe to.
+    """
+    model = decoders.meter_model(config.type)
+    filters = list(model.subscriptions(config))
+    return MeterDriver(config, filters, partial(model.decode, config))
 
 
 class _InOrderAcks:
@@ -194,7 +154,7 @@ class MeterService:
         self.outbox = outbox
         self.clock = clock
         self.rng = rng or random.Random()
-        self.drivers = [DRIVERS[m.type](m) for m in config.meters]
+        self.drivers = [meter_driver(m) for m in config.meters]
         self.unmatched = 0
         self.connected = False
         # reconnects on which the broker still had (kept) or no longer had (lost)

@@ -175,7 +175,7 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         try:
             agent = EdgeAgent(config, clock=clock)
-        except EdgeError as exc:  # a damaged overrides or claim-code file
+        except EdgeError as exc:  # a damaged claim-code (or overrides) file
             refused.append(str(exc))
             return
         try:
@@ -191,11 +191,15 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_check(args: argparse.Namespace) -> int:
+    """``fusebox edge check``: the config in force (the file and the installer's
+    overrides on top), as ``fusebox edge run`` would load it; exit 2 if bad."""
     from edge import ConfigError
     from edge.config import load_config
+    from edge.overrides import overrides_note
 
     try:
         config = load_config(args.config)
+        note = overrides_note(config)
     except ConfigError as exc:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -203,6 +207,8 @@ def cmd_edge_check(args: argparse.Namespace) -> int:
         f"{args.config}: ok (gateway {config.gateway_id}, "
         f"{len(config.meters)} meter(s))"
     )
+    if note:
+        print(f"  in force on top of it, {note}")
     return 0
 
 
@@ -248,7 +254,9 @@ def _edge_config_or_exit(path: str) -> Any:
     from edge.config import load_config
 
     try:
-        return load_config(path)
+        # the file alone: finding the running edge (its local API, its claim
+        # code) must not depend on the overrides file
+        return load_config(path, overrides=False)
     except ConfigError as exc:
         print(f"fusebox edge: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_CONFIG) from None
@@ -256,11 +264,12 @@ def _edge_config_or_exit(path: str) -> Any:
 
 def cmd_edge_claim_code(args: argparse.Namespace) -> int:
     """``fusebox edge claim-code``: the code kept beside the outbox (no network)."""
-    from edge.claim import ClaimFileError, claim_path_beside, read_code
+    from edge.claim import ClaimFileError, read_code
+    from edge.paths import StatePaths
 
     config = _edge_config_or_exit(args.config)
     try:
-        claim = read_code(claim_path_beside(config.outbox.path))
+        claim = read_code(StatePaths.beside(config.outbox.path).claim)
     except ClaimFileError as exc:
         print(f"fusebox edge claim-code: {exc}", file=sys.stderr)
         return 1

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge.paths import StatePaths
 from protocols.readings import (
     EARLIEST_TS,
     ImplausibleReading,
@@ -91,8 +92,9 @@ CREATE TABLE IF NOT EXISTS id_tag_cache (
 
 
 def store_path_beside(outbox_path: Path) -> Path:
-    """``var/outbox.db`` -> ``var/outbox-ocpp.db``."""
-    return outbox_path.with_name(f"{outbox_path.stem}-ocpp.db")
+    """``var/outbox.db`` -> ``var/outbox-ocpp.db``
+    (``StatePaths.ocpp_transactions``)."""
+    return StatePaths.beside(outbox_path).ocpp_transactions
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,12 @@ so a register converts exactly (``6613.405`` kWh is ``6613405.0`` Wh).
 Subscribe with ``meter_topic_filters(format, base_topic)``; route each message to the
 decoder of its device's format.
 
+The models are registered in ``METER_MODELS`` (``_registry``): one ``MeterModel``
+per ``type``, holding its config class (``GlowMeter``...: the keys of a
+``[[meters]]`` table), its decoder, its topic filters, its line in the docs and its
+fixture folder. The edge's config union (``meter_config_union``) and driver factory
+are built from it; ``_registry``'s docstring says how to add a model.
+
 Errors::
 
     ValueError
@@ -47,38 +53,75 @@ from protocols.meters._core import (
 from protocols.meters._generic import (
     FieldMapping,
     GenericMapping,
+    GenericMeter,
     TimestampFormat,
     decode_generic,
     units_for,
 )
-from protocols.meters._glow import GLOW_ELECTRICITY_FIELDS, decode_glow
-from protocols.meters._shelly import SHELLY_COMPONENT_FIELDS, decode_shelly
+from protocols.meters._glow import GLOW_ELECTRICITY_FIELDS, GlowMeter, decode_glow
+from protocols.meters._model import (
+    DEVICE_ID_PATTERN,
+    MeterModel,
+    MeterSettings,
+    check_base_topic,
+)
+from protocols.meters._registry import (
+    MARKDOWN_BEGIN,
+    MARKDOWN_END,
+    METER_MODELS,
+    MeterFormat,
+    meter_config_union,
+    meter_model,
+    meter_models_markdown,
+    meter_topic_filters,
+    meter_type_choices,
+)
+from protocols.meters._shelly import (
+    SHELLY_COMPONENT_FIELDS,
+    ShellyMeter,
+    decode_shelly,
+)
 from protocols.meters._tasmota import (
     DEFAULT_TASMOTA_SML_BLOCK,
     DEFAULT_TASMOTA_SML_FIELDS,
     TASMOTA_ENERGY_FIELDS,
+    TasmotaMeter,
     decode_tasmota,
 )
-from protocols.meters._topics import MeterFormat, meter_topic_filters
 
 __all__ = [
     "DEFAULT_TASMOTA_SML_BLOCK",
     "DEFAULT_TASMOTA_SML_FIELDS",
+    "DEVICE_ID_PATTERN",
     "GLOW_ELECTRICITY_FIELDS",
+    "MARKDOWN_BEGIN",
+    "MARKDOWN_END",
     "MAX_PAYLOAD_BYTES",
+    "METER_MODELS",
     "SHELLY_COMPONENT_FIELDS",
     "TASMOTA_ENERGY_FIELDS",
     "DecodeReason",
     "FieldMapping",
     "FieldSpec",
     "GenericMapping",
+    "GenericMeter",
+    "GlowMeter",
     "MeterDecodeError",
     "MeterFormat",
+    "MeterModel",
+    "MeterSettings",
+    "ShellyMeter",
+    "TasmotaMeter",
     "TimestampFormat",
+    "check_base_topic",
     "decode_generic",
     "decode_glow",
     "decode_shelly",
     "decode_tasmota",
+    "meter_config_union",
+    "meter_model",
+    "meter_models_markdown",
     "meter_topic_filters",
+    "meter_type_choices",
     "units_for",
 ]

@@ -18,6 +18,10 @@ quantity it is and in which unit the device sends it::
 The mapping is validated when it is built (unknown quantity, a unit that does not fit
 the quantity, a bad path, a bad time zone are all ``pydantic.ValidationError``), so a
 device config that loads is a device config that can decode.
+
+The edge's ``[[meters]]`` table is ``GenericMeter`` (a topic and a mapping);
+``MODEL`` is its line in the registry and its payloads are in
+``tests/fixtures/meters/generic``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from protocols.meters._core import (
     utc_now,
     zone,
 )
+from protocols.meters._model import MeterModel, MeterSettings, topic_as_given
 from protocols.readings import QUANTITIES, Reading
 
 # The canonical unit of a quantity is the suffix of its name; each table lists the
@@ -229,3 +234,47 @@ def decode_generic(
                 else:
                     ts = parse_unix_ts(raw_ts, name, units_per_s=1000)
         return decode_mapped(document, mapping.table(), device_id=device_id, ts=ts)
+
+
+class GenericMeter(MeterSettings):
+    """Any JSON payload, mapped field by field."""
+
+    type: Literal["generic"]
+    topic: str = Field(
+        description="the exact topic (or filter) the device publishes on"
+    )
+    mapping: GenericMapping = Field(
+        description="where each value is in the JSON, its quantity and unit"
+    )
+
+
+def _decode(
+    cfg: GenericMeter, topic: str, payload: bytes, now: datetime
+) -> list[Reading]:
+    return decode_generic(payload, device_id=cfg.id, now=now, mapping=cfg.mapping)
+
+
+MODEL = MeterModel(
+    settings=GenericMeter,
+    decode=_decode,
+    topic_filters=topic_as_given,
+    summary="any JSON meter, described field by field in `[meters.mapping]`",
+    example={
+        "topic": "sim/my-meter/reading",
+        "mapping": {
+            "timestamp_path": "ts",
+            "timestamp_format": "unix_ms",
+            "fields": [
+                {
+                    "path": "meter.energy_kwh",
+                    "quantity": "import_energy_wh",
+                    "unit": "kWh",
+                },
+                {"path": "meter.power_kw", "quantity": "power_w", "unit": "kW"},
+            ],
+        },
+    },
+    fixtures="generic",
+    wildcards=True,
+)
+"""The generic meter's line in the registry."""

@@ -19,11 +19,18 @@ register of exactly ``0.000`` (published while the meter has not answered the CA
 skipped rather than stored as a register that ran back to zero. The day/week/month and
 price fields are informational and not decoded: the cumulative registers carry the
 same energy without gaps.
+
+The edge's ``[[meters]]`` table is ``GlowMeter``; ``MODEL`` is its line in the
+registry (``protocols.meters._registry``) and its payloads are captured in
+``tests/fixtures/meters/glow``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import Field
 
 from protocols.meters._core import (
     KW_TO_W,
@@ -42,6 +49,7 @@ from protocols.meters._core import (
     table_row,
     utc_now,
 )
+from protocols.meters._model import MeterModel, MeterSettings
 from protocols.readings import Reading
 
 GLOW_NO_READING_KW = "-8388.608"
@@ -113,3 +121,30 @@ def decode_glow(
         )
         values = read_table(meter, GLOW_ELECTRICITY_FIELDS, where="electricitymeter.")
         return finish(values, device_id=device_id, ts=ts)
+
+
+def glow_topic_filters(base_topic: str, channel: int) -> tuple[str, ...]:
+    """A Glow publishes its meter on ``<base>/SENSOR/electricitymeter``."""
+    return (f"{base_topic}/SENSOR/electricitymeter",)
+
+
+class GlowMeter(MeterSettings):
+    """Hildebrand Glow (SMETS2 consumer access device), local MQTT."""
+
+    type: Literal["glow"]
+    topic: str = Field(description="base topic, e.g. glow/ABCDEF123456")
+
+
+def _decode(cfg: GlowMeter, topic: str, payload: bytes, now: datetime) -> list[Reading]:
+    return decode_glow(payload, device_id=cfg.id, now=now)
+
+
+MODEL = MeterModel(
+    settings=GlowMeter,
+    decode=_decode,
+    topic_filters=glow_topic_filters,
+    summary="Hildebrand Glow IHD/CAD (SMETS2 smart meter), local MQTT",
+    example={"topic": "glow/70B3D54B0001"},
+    fixtures="glow",
+)
+"""The Glow's line in the registry."""

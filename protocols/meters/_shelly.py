@@ -18,12 +18,18 @@ A Shelly publishes its meter two ways, both decoded here:
   These have no timestamp: readings are stamped with ``now``.
 
 Power is W (``act_power`` is signed: negative while exporting), energy registers Wh.
+
+The edge's ``[[meters]]`` table is ``ShellyMeter`` (channel 0); ``MODEL`` is its
+line in the registry and its payloads are in ``tests/fixtures/meters/shelly``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field
 
 from protocols.meters._core import (
     DecodeReason,
@@ -38,6 +44,7 @@ from protocols.meters._core import (
     table_row,
     utc_now,
 )
+from protocols.meters._model import MeterModel, MeterSettings
 from protocols.readings import Reading
 
 SHELLY_EM_FIELDS = (
@@ -155,3 +162,41 @@ def decode_shelly(
         f"topic {topic!r} is neither <prefix>/events/rpc "
         "nor <prefix>/status/<component>",
     )
+
+
+def shelly_topic_filters(base_topic: str, channel: int) -> tuple[str, ...]:
+    """A Shelly's RPC notifications and the status topics of its metering
+    components with id ``channel`` (``ValueError`` if it is negative)."""
+    if channel < 0:
+        raise ValueError("shelly_channel must be >= 0")
+    return (
+        f"{base_topic}/events/rpc",
+        f"{base_topic}/status/em:{channel}",
+        f"{base_topic}/status/emdata:{channel}",
+        f"{base_topic}/status/em1:{channel}",
+        f"{base_topic}/status/em1data:{channel}",
+    )
+
+
+class ShellyMeter(MeterSettings):
+    """Shelly Pro EM / Pro 3EM (Gen2) over MQTT."""
+
+    type: Literal["shelly"]
+    topic: str = Field(description="the device's MQTT prefix, e.g. shellypro3em-abc")
+
+
+def _decode(
+    cfg: ShellyMeter, topic: str, payload: bytes, now: datetime
+) -> list[Reading]:
+    return decode_shelly(payload, topic=topic, device_id=cfg.id, now=now)
+
+
+MODEL = MeterModel(
+    settings=ShellyMeter,
+    decode=_decode,
+    topic_filters=shelly_topic_filters,
+    summary="Shelly Pro EM, EM Gen3 and Pro 3EM (Gen2+ RPC notifications and status)",
+    example={"topic": "shellypro3em-0cb815fc1234"},
+    fixtures="shelly",
+)
+"""The Shelly's line in the registry."""

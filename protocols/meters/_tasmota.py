@@ -20,6 +20,10 @@ field names from that script; the common default is::
 ``decode_tasmota`` takes the SML block name and field table as parameters (defaults
 above). ``Time`` is the device's local wall time without an offset (unless SetOption52
 is on), so the caller passes the device's IANA time zone.
+
+The edge's ``[[meters]]`` table is ``TasmotaMeter`` (default SML block and fields);
+``MODEL`` is its line in the registry and its payloads are in
+``tests/fixtures/meters/tasmota``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
+
+from pydantic import Field, field_validator
 
 from protocols.meters._core import (
     KWH_TO_WH,
@@ -45,6 +51,7 @@ from protocols.meters._core import (
     zone,
 )
 from protocols.meters._generic import FieldMapping, decode_mapped
+from protocols.meters._model import MeterModel, MeterSettings
 from protocols.readings import Reading
 
 
@@ -180,3 +187,39 @@ def decode_tasmota(
             f"neither ENERGY nor {sml_block} in the message (keys: {keys})",
             field="ENERGY",
         )
+
+
+def tasmota_topic_filters(base_topic: str, channel: int) -> tuple[str, ...]:
+    """A Tasmota publishes on ``<base>/SENSOR`` (its base is ``tele/<topic>``)."""
+    return (f"{base_topic}/SENSOR",)
+
+
+class TasmotaMeter(MeterSettings):
+    """Tasmota energy or SML telemetry on tele/<device>/SENSOR."""
+
+    type: Literal["tasmota"]
+    topic: str = Field(description="tele/<device topic>, e.g. tele/tasmota_5A3B1C")
+    timezone: str = Field(default="UTC", description="the device's local time zone")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        zone(value)  # the decoder's own rule; refused here rather than per message
+        return value
+
+
+def _decode(
+    cfg: TasmotaMeter, topic: str, payload: bytes, now: datetime
+) -> list[Reading]:
+    return decode_tasmota(payload, device_id=cfg.id, now=now, timezone=cfg.timezone)
+
+
+MODEL = MeterModel(
+    settings=TasmotaMeter,
+    decode=_decode,
+    topic_filters=tasmota_topic_filters,
+    summary="Tasmota `ENERGY` telemetry (plugs, SDM120/SDM630) or an SML reading head",
+    example={"topic": "tele/tasmota_5A3B1C", "timezone": "Europe/London"},
+    fixtures="tasmota",
+)
+"""The Tasmota's line in the registry."""
