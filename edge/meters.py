@@ -47,7 +47,7 @@ from edge.config import EdgeConfig, MeterConfig
 from edge.outbox import AppendResult, Outbox
 from edge.site_broker import Durability, read_durability
 from protocols import meters as decoders
-from protocols.backoff import Backoff
+from protocols.backoff import Backoff, Reconnect
 from protocols.readings import Reading
 from protocols.urls import parse_mqtt_url
 
@@ -191,8 +191,7 @@ class MeterService:
         ``local.reconnect_max_s``) whenever the broker goes away."""
         local = self.config.local
         target = parse_mqtt_url(local.mqtt_url)
-        backoff = Backoff(0.2, local.reconnect_max_s)
-        attempt = 0
+        reconnect = Reconnect(Backoff(0.2, local.reconnect_max_s))
         while True:
             client = aiomqtt.Client(
                 target.host,
@@ -219,20 +218,20 @@ class MeterService:
                             await client.subscribe(f, qos=1)
                     self.connected = True
                     log.info("meters: subscribed on %s", target.url())
-                    attempt = 0
+                    reconnect.succeeded()
                     await self._dispatch(client, acks)
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 self.connected = False
                 # what the broker still has comes again after the reconnect
                 acks.close()
-                if attempt == 0:
+                delay_s = reconnect.failed(self.rng)
+                if reconnect.first_failure:
                     log.warning(
                         "meters: local broker %s lost (%s); reconnecting",
                         target.url(),
                         exc,
                     )
-                await asyncio.sleep(backoff.delay(attempt, self.rng))
-                attempt += 1
+                await asyncio.sleep(delay_s)
 
     def _note_session(self, present: bool, url: str) -> None:
         """Count a reconnect on which the broker no longer knew this gateway's
@@ -290,17 +289,18 @@ class MeterService:
                 acks.done(entry)
                 continue
             result: AppendResult | None = None
-            attempt = 0
+            retry = Reconnect(Backoff(1, 30))
             while result is None:
                 try:
                     result = await self.outbox.append(readings)
                 except OutboxError as exc:
                     # full, or the disk failing: keep the message unacknowledged
-                    # (the broker holds it and everything behind it) and retry
-                    if attempt == 0:
+                    # (the broker holds it and everything behind it) and retry as
+                    # soon as a prune makes room, or after the backoff
+                    delay_s = retry.failed(self.rng)
+                    if retry.first_failure:
                         log.error("meter %s: %s; retrying", driver.id, exc)
-                    await asyncio.sleep(Backoff(1, 30).delay(attempt, self.rng))
-                    attempt += 1
+                    await self.outbox.wait_for_room(delay_s)
                 except ValueError as exc:  # can never be stored: count, move on
                     driver.note_bad("unstorable", str(exc))
                     break

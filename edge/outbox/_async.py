@@ -40,6 +40,8 @@ class Outbox:
         self._pending: deque[_Pending] = deque()
         self._wake = asyncio.Event()
         self.changed = asyncio.Event()
+        # drivers refused for want of room wait here for the next prune
+        self._room_waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._single = 0  # groups to commit one by one after a failed group commit
@@ -135,18 +137,47 @@ class Outbox:
         return rows
 
     async def prune_range(self, first_seq: int, last_seq: int) -> int:
+        """Delete a batch the cloud stored; returns rows deleted."""
         n: int = await self.call(self.store.prune_range, first_seq, last_seq)
-        return n
+        return self._freed(n)
 
     async def prune_through(self, seq: int) -> int:
+        """Delete up to the cloud's contiguous watermark; returns rows deleted."""
         n: int = await self.call(self.store.prune_through, seq)
-        return n
+        return self._freed(n)
 
     async def quarantine_range(self, first_seq: int, last_seq: int, reason: str) -> int:
+        """Move a rejected batch out of the send path; returns rows moved."""
         n: int = await self.call(
             self.store.quarantine_range, first_seq, last_seq, reason
         )
-        return n
+        return self._freed(n)
+
+    def _freed(self, rows: int) -> int:
+        if rows > 0:
+            waiters, self._room_waiters = self._room_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        return rows
+
+    async def wait_for_room(self, timeout_s: float) -> bool:
+        """Until the next prune frees rows (True) or ``timeout_s`` passes (False).
+
+        A driver refused with ``OutboxFull`` waits here rather than a blind
+        backoff: readings flow again the moment the cloud's ack makes room, not
+        up to a backoff's cap later."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await waiter
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if waiter in self._room_waiters:
+                self._room_waiters.remove(waiter)
 
     async def stats(self) -> OutboxStats:
         s: OutboxStats = await self.call(self.store.maintained_stats)

@@ -785,3 +785,28 @@ def test_stream_names_stay_readable_while_a_rolled_back_append_reloads_them(
         assert not failures, (
             f"a reader saw the stream maps half rebuilt: {failures[0]!r}"
         )
+
+
+async def test_a_prune_wakes_whoever_waits_for_room(tmp_path: Path) -> None:
+    """A meter driver refused for want of room waits for the next prune, not a
+    backoff of up to 30 s (readings flowed again ~30 s after the cloud came back
+    from a full-disk outage before)."""
+    outbox = Outbox.open(tmp_path / "o.db", cap_bytes=0)
+    await outbox.start()
+    try:
+        result = await outbox.append([energy("m1", 1, 100.0), energy("m1", 2, 101.0)])
+        assert result.first_seq is not None
+        # nothing freed: the wait runs out
+        assert await outbox.wait_for_room(0.05) is False
+        waiting = asyncio.create_task(outbox.wait_for_room(timeout(30)))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        # a prune that deletes nothing frees no room
+        assert await outbox.prune_range(1000, 1001) == 0
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert await outbox.prune_range(result.first_seq, result.first_seq) == 1
+        async with asyncio.timeout(timeout(5)):
+            assert await waiting is True
+    finally:
+        await outbox.close()
