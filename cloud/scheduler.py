@@ -49,7 +49,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -87,6 +87,7 @@ from protocols.planning.leasing import (
     next_local_time,
     owner_ask,
 )
+from protocols.times import from_ms
 
 __all__ = [
     "DB_ERRORS",
@@ -804,7 +805,7 @@ class Scheduler:
                     await asyncio.sleep(reconnect.failed(self.rng))
 
     async def _store_status(self, conn: asyncpg.Connection, st: Any) -> None:
-        at = datetime.fromtimestamp(st.at_ms / 1000, UTC)
+        at = from_ms(st.at_ms)
         args = (st.gw, st.charger_id, st.lease_version, st.state, st.limit_w,
                 st.planned_w, at, st.detail)  # fmt: skip
         async with conn.transaction():
@@ -835,7 +836,7 @@ class Scheduler:
             res.gw,
             res.ok,
             res.detail,
-            datetime.fromtimestamp(res.at_ms / 1000, UTC),
+            from_ms(res.at_ms),
         )
         if done == "UPDATE 0":
             self.metrics.results_unknown += 1

@@ -73,6 +73,7 @@ from protocols.ocpp import (
     SchedulePeriod,
 )
 from protocols.readings import Reading
+from protocols.times import from_ms, iso_z, to_ms
 
 __all__ = ["ChargerDecision", "ChargerPort", "ChargerView", "Controller"]
 
@@ -232,7 +233,7 @@ class Controller:
         if cmd.charger_id not in self.chargers:
             ok, detail = False, f"unknown charger {cmd.charger_id}"
         elif cmd.action == "boost":
-            until = None if cmd.until_ms is None else _from_ms(cmd.until_ms)
+            until = None if cmd.until_ms is None else from_ms(cmd.until_ms)
             self.boost(cmd.charger_id, until)
         else:
             self.cancel_boost(cmd.charger_id)
@@ -242,7 +243,7 @@ class Controller:
                 gw=self.config.gateway_id,
                 ok=ok,
                 detail=detail,
-                at_ms=_ms(self.clock.now()),
+                at_ms=to_ms(self.clock.now()),
             )
             self.post("up/cmd_result", pack(result), f"cmd:{cmd.id}")
 
@@ -619,7 +620,7 @@ class Controller:
             planned_w=None
             if decision.planned_a is None
             else max(0.0, decision.planned_a * watts_per_a),
-            at_ms=_ms(now),
+            at_ms=to_ms(now),
             detail=decision.detail[:500],
         )
         self.post("up/schedule_status", pack(status), f"ss:{decision.charger_id}")
@@ -663,13 +664,5 @@ def _online(state: ChargerView) -> bool:
     return state.connected and state.registration == "accepted"
 
 
-def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
-
-
-def _from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _iso_ms(ms: int) -> str:
-    return _from_ms(ms).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return iso_z(from_ms(ms))

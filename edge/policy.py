@@ -53,6 +53,7 @@ from protocols.fuse import Draw, allocate, phase_headroom_a
 from protocols.lease import SLOT_MS, Lease, ScheduleState
 from protocols.planning import PlanningError, SiteLimit
 from protocols.planning.leasing import LocalCharger, limits_at, replan_expired
+from protocols.times import to_ms
 
 __all__ = [
     "ChargerDecision",
@@ -234,7 +235,7 @@ class ChargingPolicy:
         watts_per_a = site.config.voltage_v * cfg.phases
         if charger_id in boosts and _boosting(boosts[charger_id], now):
             return Want(cfg.max_current_a, "boost", "")
-        now_ms = int(now.timestamp() * 1000)
+        now_ms = to_ms(now)
         entry = lease.charger(charger_id) if lease is not None else None
         if lease is not None and entry is not None:
             if now_ms < lease.valid_until_ms:
@@ -288,7 +289,7 @@ class ChargingPolicy:
         cfg = site.config
         limit = SiteLimit(cfg.main_fuse_a - cfg.margin_a, cfg.voltage_v, cfg.phases)
         active = tuple(sorted(cid for cid, c in chargers.items() if c.charging))
-        key = (lease.version, int(now.timestamp() * 1000) // SLOT_MS, active, limit)
+        key = (lease.version, to_ms(now) // SLOT_MS, active, limit)
         if self._local is not None and self._local[0] == key:
             return self._local[1]
         local = [

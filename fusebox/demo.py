@@ -35,7 +35,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
 from typing import Any, cast
@@ -47,6 +47,7 @@ from edge.metrics import parse_lines
 from fusebox import embedded
 from fusebox.starter import DEMO_METERS, starter_config
 from protocols.clock import CLOCK_ENV, Clock, sim_spec
+from protocols.times import iso_z
 
 GATEWAY = "gw-demo-1"
 # Demo accounts for the web app (printed at start; loopback only).
@@ -175,7 +176,7 @@ def evening_scenario(
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso_z(moment, "auto")
 
 
 def charger_scenario(

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from protocols.times import iso_z
+
 __all__ = ["CLOCK_ENV", "Clock", "ClockSpecError", "sim_spec"]
 
 CLOCK_ENV = "FUSEBOX_CLOCK"
@@ -110,5 +112,5 @@ def sim_spec(start: datetime, *, anchor: float, speed: float) -> str:
     """``sim:<start>@<anchor>x<speed>`` for ``Clock.parse``."""
     if start.tzinfo is None:
         raise ClockSpecError("the simulated start needs a time zone")
-    iso = start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    iso = iso_z(start, "auto")
     return f"sim:{iso}@{anchor:.3f}x{speed:g}"

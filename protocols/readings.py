@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from protocols.times import from_ms, to_ms
+
 
 class QuantityKind(enum.StrEnum):
     """How a quantity behaves over time; decides the outbox's full-disk policy."""
@@ -114,10 +116,6 @@ def check_plausible(reading: Reading) -> None:
         )
 
 
-def ts_to_ms(ts: datetime) -> int:
-    """Milliseconds since the Unix epoch of an aware datetime."""
-    return int(ts.timestamp() * 1000)
-
-
-def ms_to_ts(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+# the names the readings code has always used (protocols.times has the helpers)
+ts_to_ms = to_ms
+ms_to_ts = from_ms

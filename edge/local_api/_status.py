@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from edge.metrics import age_seconds
 from edge.ocpp import OcppNotStarted
 from edge.ocpp.server import ChargerState, OcppServer
+from protocols.times import from_ms
 
 if TYPE_CHECKING:
     from edge.controller import Controller
@@ -112,9 +113,7 @@ def _site(site: LocalSite) -> dict[str, Any]:
             out["site_meter_age_s"] = round(age, 1)
         if c.lease is not None:
             out["lease_version"] = c.lease.version
-            out["lease_valid_until"] = iso(
-                datetime.fromtimestamp(c.lease.valid_until_ms / 1000, UTC)
-            )
+            out["lease_valid_until"] = iso(from_ms(c.lease.valid_until_ms))
     return out
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from edge.ocpp.config import OcppServerConfig
 from edge.ocpp.transactions import TransactionStore
+from protocols.times import to_ms
 
 __all__ = ["Authorizer"]
 
@@ -45,7 +46,7 @@ class Authorizer:
     async def status(self, id_tag: str) -> str:
         """The authorisation status to answer for ``id_tag``."""
         key = id_tag.casefold()
-        now_ms = int(self._clock().timestamp() * 1000)
+        now_ms = to_ms(self._clock())
         listed = self._list.get(key)
         status = INVALID if listed is None else listed
         if listed is None:

@@ -39,6 +39,7 @@ from datetime import time as dtime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from protocols import times
 from protocols.lease import (
     ChargerLease,
     ChargerRequest,
@@ -91,9 +92,8 @@ def ms(t: datetime) -> int:
     return round(t.timestamp() * 1000)
 
 
-def from_ms(ts_ms: int) -> datetime:
-    """The UTC instant of a lease time."""
-    return datetime.fromtimestamp(ts_ms / 1000, UTC)
+# the UTC instant of a lease time
+from_ms = times.from_ms
 
 
 def next_local_time(now: datetime, at: dtime, tz: ZoneInfo) -> datetime:
