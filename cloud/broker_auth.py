@@ -97,11 +97,16 @@ from glob import glob
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cloud.mqtt import (
+    Client,
+    MqttConnectError,
+    MqttError,
+    ProtocolVersion,
+    TLSParameters,
+)
 from protocols.contract import INGEST_PRESENCE_FILTER, TOPIC_ROOT
 from protocols.urls import BadURL, MqttTarget, parse_mqtt_url
 
@@ -499,7 +504,7 @@ class DynsecBrokerAuth:
         async with self._connect() as client:
             try:
                 granted = await client.subscribe(RESPONSE_TOPIC, qos=1)
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 raise BrokerUnreachableError(self._lost(exc)) from None
             codes = granted if isinstance(granted, list | tuple) else [granted]
             if any(_code(c) >= 0x80 for c in codes):
@@ -514,11 +519,11 @@ class DynsecBrokerAuth:
                     "loaded (`plugin .../mosquitto_dynamic_security.so` in "
                     f"mosquitto.conf)? {self._not_admin()}"
                 ) from None
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 raise BrokerUnreachableError(self._lost(exc)) from None
 
     async def _exchange(
-        self, client: aiomqtt.Client, tag: str, tagged: list[dict[str, Any]]
+        self, client: Client, tag: str, tagged: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         await client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
         wanted = {c["correlationData"]: i for i, c in enumerate(tagged)}
@@ -544,15 +549,15 @@ class DynsecBrokerAuth:
         )
 
     @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[aiomqtt.Client]:
+    async def _connect(self) -> AsyncIterator[Client]:
         a = self.admin
-        client = aiomqtt.Client(
+        client = Client(
             a.host,
             a.port,
             username=a.username,
             password=a.password,
             identifier=f"fusebox-broker-admin-{uuid.uuid4().hex[:12]}",
-            protocol=aiomqtt.ProtocolVersion.V5,
+            protocol=ProtocolVersion.V5,
             tls_params=self._tls() if a.tls else None,
             timeout=self.timeout_s,
             keepalive=30,
@@ -567,25 +572,25 @@ class DynsecBrokerAuth:
                     "comes from write_dynsec_config() or `mosquitto_ctrl dynsec init`"
                 ) from None
             raise BrokerUnreachableError(self._lost(exc)) from None
-        except (aiomqtt.MqttError, OSError) as exc:
+        except (MqttError, OSError) as exc:
             raise BrokerUnreachableError(self._lost(exc)) from None
         try:
             yield client
         finally:
             try:
                 await client.__aexit__(None, None, None)
-            except (aiomqtt.MqttError, OSError) as exc:
+            except (MqttError, OSError) as exc:
                 log.debug("broker admin: disconnect failed: %s", exc)
 
-    def _tls(self) -> aiomqtt.TLSParameters:
+    def _tls(self) -> TLSParameters:
         if self.ca_file is None:
-            return aiomqtt.TLSParameters()
+            return TLSParameters()
         if not self.ca_file.is_file():
             raise BrokerAuthError(
                 f"FUSEBOX_BROKER_CA_FILE {self.ca_file} does not exist: give the PEM "
                 "file of the CA that signed the broker's certificate"
             )
-        return aiomqtt.TLSParameters(ca_certs=str(self.ca_file))
+        return TLSParameters(ca_certs=str(self.ca_file))
 
     def _lost(self, exc: BaseException) -> str:
         return (

@@ -36,12 +36,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import asyncpg
 import msgpack
 
 from cloud.db import Partitions
-from cloud.mqtt import cloud_client
+from cloud.mqtt import Client, MqttError, Will, cloud_client
 from protocols import contract
 from protocols.backoff import Backoff, Reconnect
 from protocols.events import (
@@ -400,9 +399,7 @@ class IngestWorker:
                         m,
                         self.client_id,
                         max_inflight_messages=100,
-                        will=aiomqtt.Will(
-                            self._presence_topic, b"", qos=1, retain=True
-                        ),
+                        will=Will(self._presence_topic, b"", qos=1, retain=True),
                     ) as client:
                         for f in filters:
                             await client.subscribe(f, qos=1)
@@ -419,7 +416,7 @@ class IngestWorker:
                             await self._serve(client)
                         finally:
                             await self._say_gone(client)
-                except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                except* (MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
                     delay_s = reconnect.failed(self.rng)
                     if reconnect.first_failure:
@@ -434,7 +431,7 @@ class IngestWorker:
         finally:
             await self._pool.close()
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, client: Client) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._receive(client), name="ingest-receive")
             for i in range(self.concurrency):
@@ -442,7 +439,7 @@ class IngestWorker:
             tg.create_task(self._report(), name="ingest-report")
             tg.create_task(self._side_writer(), name="ingest-side")
 
-    async def _announce(self, client: aiomqtt.Client) -> None:
+    async def _announce(self, client: Client) -> None:
         """Say (retained) that this worker is subscribed: edges resend at once the
         batches they published while no worker was, or whose answer a lost worker
         took with it, instead of waiting out their ack timeout."""
@@ -453,10 +450,10 @@ class IngestWorker:
             self._presence_topic, contract.pack(presence), qos=1, retain=True
         )
 
-    async def _say_gone(self, client: aiomqtt.Client) -> None:
+    async def _say_gone(self, client: Client) -> None:
         """Clear the presence on a clean stop (a crash leaves it to the will).
         Best effort: the connection may be what failed."""
-        with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+        with contextlib.suppress(MqttError, OSError, TimeoutError):
             async with asyncio.timeout(2):
                 await client.publish(self._presence_topic, b"", qos=1, retain=True)
 
@@ -464,10 +461,10 @@ class IngestWorker:
         while not self.queue.empty():
             self.queue.get_nowait()
 
-    async def _reply(self, client: aiomqtt.Client, msg: Any) -> None:
+    async def _reply(self, client: Client, msg: Any) -> None:
         await client.publish(contract.down_ack(msg.gw), contract.pack(msg), qos=1)
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: Client) -> None:
         async for message in client.messages:
             topic = message.topic.value
             payload = message.payload
@@ -499,7 +496,7 @@ class IngestWorker:
             self.queue.put_nowait((batch, time.monotonic()))
 
     async def _busy(
-        self, client: aiomqtt.Client, batch: contract.Batch, after_s: float, why: str
+        self, client: Client, batch: contract.Batch, after_s: float, why: str
     ) -> None:
         self.metrics.busy_sent += 1
         busy = contract.Busy(
@@ -517,7 +514,7 @@ class IngestWorker:
         drain_s = (self.queue.qsize() + 1) * self._batch_s / self.concurrency
         return round(min(60.0, max(1.0, 2 * drain_s)), 2)
 
-    async def _process(self, client: aiomqtt.Client) -> None:
+    async def _process(self, client: Client) -> None:
         assert self._pool is not None
         while True:
             batch, _queued_at = await self.queue.get()
@@ -610,7 +607,7 @@ class IngestWorker:
         self._side_write(f"status of {st.gw}", write)
 
     async def _reject(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, reason: str
+        self, client: Client, topic: str, payload: bytes, reason: str
     ) -> None:
         self.metrics.rejected += 1
         head = _head(payload)

@@ -1,7 +1,9 @@
 """The MQTT client every cloud service opens on the cloud broker.
 
 One place for what ingest and the scheduler share: the target's host, port,
-credentials and TLS, a clean session, a 30 s keepalive and a 10 s timeout.
+credentials and TLS, a clean session, a 30 s keepalive and a 10 s timeout. Also
+the one cloud module that imports aiomqtt (an import-linter contract keeps it
+so): the names the services use come from here.
 """
 
 from __future__ import annotations
@@ -9,10 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import aiomqtt
+from aiomqtt import Client, Message, MqttError, ProtocolVersion, TLSParameters, Will
+from aiomqtt.exceptions import MqttConnectError
 
 from protocols.urls import MqttTarget
 
-__all__ = ["cloud_client"]
+__all__ = [
+    "Client",
+    "Message",
+    "MqttConnectError",
+    "MqttError",
+    "ProtocolVersion",
+    "TLSParameters",
+    "Will",
+    "cloud_client",
+]
 
 
 def cloud_client(target: MqttTarget, identifier: str, **options: Any) -> aiomqtt.Client:

@@ -54,12 +54,11 @@ from datetime import time as dtime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import aiomqtt
 import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.mqtt import cloud_client
+from cloud.mqtt import Client, MqttError, cloud_client
 from cloud.tariffs import load_prices, read_slots
 from protocols import contract
 from protocols.backoff import Backoff, Reconnect
@@ -291,7 +290,7 @@ class Scheduler:
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._receive(client), name="sched-receive")
                             tg.create_task(self._loop(client), name="sched-loop")
-                except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+                except* (MqttError, OSError, TimeoutError) as group:
                     self.ready.clear()
                     delay_s = reconnect.failed(self.rng)
                     if reconnect.first_failure:
@@ -310,7 +309,7 @@ class Scheduler:
                     async with asyncio.timeout(5):
                         await self._pool.close()
 
-    async def _loop(self, client: aiomqtt.Client) -> None:
+    async def _loop(self, client: Client) -> None:
         while True:
             self.metrics.cycles += 1
             try:
@@ -350,7 +349,7 @@ class Scheduler:
 
     # ---- one cycle
 
-    async def cycle(self, client: aiomqtt.Client) -> None:
+    async def cycle(self, client: Client) -> None:
         """Publish queued commands and unpublished leases, then plan what is due."""
         pool = await self._db()
         now = self.clock.now()
@@ -671,15 +670,13 @@ class Scheduler:
         )
         return lease
 
-    async def _publish_lease(self, client: aiomqtt.Client, lease: Lease) -> None:
+    async def _publish_lease(self, client: Client, lease: Lease) -> None:
         await client.publish(
             down_schedule(lease.gw), contract.pack(lease), qos=1, retain=True
         )
         self.metrics.leases_published += 1
 
-    async def _republish(
-        self, conn: asyncpg.Connection, client: aiomqtt.Client
-    ) -> None:
+    async def _republish(self, conn: asyncpg.Connection, client: Client) -> None:
         rows = await conn.fetch(
             "SELECT DISTINCT ON (gateway_id) gateway_id, version, lease, published_at"
             " FROM plans WHERE gateway_id IN"
@@ -700,7 +697,7 @@ class Scheduler:
             )
 
     async def _commands(
-        self, conn: asyncpg.Connection, client: aiomqtt.Client, now: datetime
+        self, conn: asyncpg.Connection, client: Client, now: datetime
     ) -> None:
         expired = await conn.execute(
             "UPDATE commands SET result_ok = false, result_at = now(), result_detail ="
@@ -745,7 +742,7 @@ class Scheduler:
 
     # ---- what the edge reports
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: Client) -> None:
         async for message in client.messages:
             topic = message.topic.value
             payload = message.payload

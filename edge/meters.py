@@ -38,12 +38,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
-
-import aiomqtt
 
 from edge import OutboxError
 from edge.config import EdgeConfig, MeterConfig
+from edge.mqtt_lib import (
+    Client,
+    Message,
+    MqttError,
+    TLSParameters,
+    Topic,
+    manual_acks,
+    undelivered,
+    watch_session_present,
+)
 from edge.outbox import AppendResult, Outbox
 from edge.site_broker import Durability, read_durability
 from protocols import meters as decoders
@@ -76,10 +83,10 @@ class MeterDriver:
         self.filters = filters
         self.decode = decode
         self.counters = MeterCounters()
-        self.queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self._failing: str | None = None
 
-    def wants(self, topic: aiomqtt.Topic) -> bool:
+    def wants(self, topic: Topic) -> bool:
         return any(topic.matches(f) for f in self.filters)
 
     def note_ok(self) -> None:
@@ -193,7 +200,7 @@ class MeterService:
         target = parse_mqtt_url(local.mqtt_url)
         reconnect = Reconnect(Backoff(0.2, local.reconnect_max_s))
         while True:
-            client = aiomqtt.Client(
+            client = Client(
                 target.host,
                 target.port,
                 username=local.username or target.username,
@@ -202,13 +209,12 @@ class MeterService:
                 # persistent session: the broker queues readings while we are down
                 clean_session=False,
                 keepalive=30,
-                tls_params=aiomqtt.TLSParameters() if target.tls else None,
+                tls_params=TLSParameters() if target.tls else None,
                 timeout=10,
             )
-            # aiomqtt has no switch for this; paho (underneath) acks only when told
-            paho = client._client
-            paho.manual_ack_set(True)
-            session = _watch_session_present(paho)
+            # acknowledged to the broker only once stored (see the docstring)
+            paho = manual_acks(client)
+            session = watch_session_present(paho)
             acks = _InOrderAcks(paho.ack)
             try:
                 async with client:
@@ -220,7 +226,7 @@ class MeterService:
                     log.info("meters: subscribed on %s", target.url())
                     reconnect.succeeded()
                     await self._dispatch(client, acks)
-            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            except (MqttError, OSError, TimeoutError) as exc:
                 self.connected = False
                 # what the broker still has comes again after the reconnect
                 acks.close()
@@ -249,19 +255,18 @@ class MeterService:
             )
         self._subscribed_before = True
 
-    async def _dispatch(self, client: aiomqtt.Client, acks: _InOrderAcks) -> None:
+    async def _dispatch(self, client: Client, acks: _InOrderAcks) -> None:
         try:
             async for message in client.messages:
                 self._route(message, acks)
         finally:
             # received but not yet handed out when the link dropped: store them
             # too (aiomqtt's iterator stops at the disconnect and leaves them)
-            leftover = client._queue
-            while not leftover.empty():
-                self._route(leftover.get_nowait(), acks)
+            for message in undelivered(client):
+                self._route(message, acks)
             acks.close()  # their acks would go to a dead connection
 
-    def _route(self, message: aiomqtt.Message, acks: _InOrderAcks) -> None:
+    def _route(self, message: Message, acks: _InOrderAcks) -> None:
         entry = acks.track(message.mid, message.qos)
         driver = next((d for d in self.drivers if d.wants(message.topic)), None)
         if driver is None:
@@ -328,19 +333,3 @@ class MeterService:
                     observer(driver.id, readings)
                 except Exception:
                     log.exception("meter %s: an observer failed", driver.id)
-
-
-def _watch_session_present(paho: Any) -> list[bool]:
-    """Record the CONNACK's session-present flag of ``paho`` (aiomqtt drops it) in
-    the returned list, still calling aiomqtt's own handler."""
-    seen: list[bool] = []
-    aiomqtt_on_connect = paho.on_connect
-
-    def on_connect(
-        client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
-    ) -> None:
-        seen.append(bool(getattr(flags, "session_present", False)))
-        aiomqtt_on_connect(client, userdata, flags, reason_code, properties)
-
-    paho.on_connect = on_connect
-    return seen

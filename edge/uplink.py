@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import msgpack
 
 from edge import OutboxError
+from edge.mqtt_lib import Client, MqttError, TLSParameters, Will
 from edge.outbox import Outbox, Row
 from protocols import contract
 from protocols.backoff import Backoff, Reconnect
@@ -264,7 +264,7 @@ class Uplink:
     async def run(self) -> None:
         reconnect = Reconnect(self.cfg.reconnect)
         gw = self.cfg.gateway_id
-        will = aiomqtt.Will(
+        will = Will(
             contract.up_status(gw),
             contract.pack(contract.GatewayStatus(gw=gw, state="offline")),
             qos=1,
@@ -273,7 +273,7 @@ class Uplink:
         while True:
             t = self.cfg.target
             try:
-                async with aiomqtt.Client(
+                async with Client(
                     t.host,
                     t.port,
                     username=t.username,
@@ -282,7 +282,7 @@ class Uplink:
                     clean_session=True,
                     keepalive=self.cfg.keepalive_s,
                     will=will,
-                    tls_params=aiomqtt.TLSParameters() if t.tls else None,
+                    tls_params=TLSParameters() if t.tls else None,
                     max_inflight_messages=max(20, self.cfg.window * 2),
                     timeout=10,
                 ) as client:
@@ -302,7 +302,7 @@ class Uplink:
                         tg.create_task(self._send(client), name="uplink-send")
                         tg.create_task(self._status(client), name="uplink-status")
                         tg.create_task(self._send_posts(client), name="uplink-posts")
-            except* (aiomqtt.MqttError, OSError, TimeoutError) as group:
+            except* (MqttError, OSError, TimeoutError) as group:
                 self.metrics.connected = False
                 self.metrics.reconnects += 1
                 delay = reconnect.failed(self.rng)
@@ -318,7 +318,7 @@ class Uplink:
                 self.metrics.connected = False
                 self._plan = None
 
-    async def _status(self, client: aiomqtt.Client) -> None:
+    async def _status(self, client: Client) -> None:
         while True:
             await asyncio.sleep(self.cfg.status_interval_s)
             await client.publish(
@@ -339,7 +339,7 @@ class Uplink:
             self._posts.popitem(last=False)
         self._posted.set()
 
-    async def _send_posts(self, client: aiomqtt.Client) -> None:
+    async def _send_posts(self, client: Client) -> None:
         while True:
             await self._posted.wait()
             self._posted.clear()
@@ -351,7 +351,7 @@ class Uplink:
                 if self._posts.get(key) == (leaf, payload):
                     del self._posts[key]
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: Client) -> None:
         ack_topic = contract.down_ack(self.cfg.gateway_id)
         async for message in client.messages:
             payload = message.payload
@@ -384,7 +384,7 @@ class Uplink:
             await self._handle_answer(answer)
             self._answer.set()
 
-    async def _subscribe_presence(self, client: aiomqtt.Client) -> None:
+    async def _subscribe_presence(self, client: Client) -> None:
         """Follow the ingest workers' presence (see ``contract.ingest_presence``).
         A broker whose ACL predates it refuses the subscription: then a lost
         answer is resent after ``ack_timeout_s`` only, as before."""
@@ -480,7 +480,7 @@ class Uplink:
                     n,
                 )
 
-    async def _send(self, client: aiomqtt.Client) -> None:
+    async def _send(self, client: Client) -> None:
         stats = await self.outbox.stats()
         plan = SendPlan(
             acked_through=stats.acked_through,

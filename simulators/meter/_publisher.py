@@ -9,10 +9,9 @@ import random
 import ssl
 import time
 
-import aiomqtt
-
 from protocols.backoff import Backoff, Reconnect
 from simulators.meter._config import MeterSimConfig
+from simulators.mqtt_lib import Client, MqttError, ProtocolVersion
 
 log = logging.getLogger("fusebox.sim.meter")
 
@@ -33,7 +32,7 @@ class _Publisher:
     def __init__(self, config: MeterSimConfig, stop: asyncio.Event) -> None:
         self._config = config
         self._stop = stop
-        self._client: aiomqtt.Client | None = None
+        self._client: Client | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._link_watch: asyncio.Task[None] | None = None
         self._jitter = random.Random()
@@ -51,7 +50,7 @@ class _Publisher:
                 await self._publish_once(topic, payload)
             except _Stopped:
                 return False
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 await self._lost(exc)
                 if await _wait(self._stop, reconnect.failed(self._jitter)):
                     return False
@@ -81,23 +80,23 @@ class _Publisher:
             publish.result()  # raises MqttError if the publish failed
             return
         publish.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        with contextlib.suppress(asyncio.CancelledError, MqttError):
             await publish
-        raise aiomqtt.MqttError("connection lost while waiting for the PUBACK")
+        raise MqttError("connection lost while waiting for the PUBACK")
 
-    async def _connected(self) -> tuple[aiomqtt.Client, asyncio.Task[None]]:
+    async def _connected(self) -> tuple[Client, asyncio.Task[None]]:
         if self._client is not None and self._link_watch is not None:
             return self._client, self._link_watch
         if self._stop.is_set():
             raise _Stopped
         target = self._config.target
-        client = aiomqtt.Client(
+        client = Client(
             target.host,
             target.port,
             username=target.username,
             password=target.password,
             identifier=f"fusebox-sim-{self._config.device_id}",
-            protocol=aiomqtt.ProtocolVersion.V311,
+            protocol=ProtocolVersion.V311,
             clean_session=True,
             keepalive=15,
             timeout=self._config.publish_timeout_s,
@@ -114,7 +113,7 @@ class _Publisher:
         )
         return client, self._link_watch
 
-    async def _lost(self, exc: aiomqtt.MqttError) -> None:
+    async def _lost(self, exc: MqttError) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning(
@@ -132,14 +131,14 @@ class _Publisher:
         watch, self._link_watch = self._link_watch, None
         if watch is not None:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, MqttError):
                 await watch
         if stack is not None:
-            with contextlib.suppress(aiomqtt.MqttError, OSError):
+            with contextlib.suppress(MqttError, OSError):
                 await stack.aclose()
 
 
-async def _until_disconnected(client: aiomqtt.Client) -> None:
+async def _until_disconnected(client: Client) -> None:
     """Return (by ``MqttError``) when ``client`` loses its connection; the meter
     subscribes to nothing, so no message ever arrives."""
     async for _ in client.messages:
