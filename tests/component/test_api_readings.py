@@ -15,8 +15,8 @@ import asyncpg
 import httpx
 import pytest
 
-from cloud import api_readings
 from cloud.api import create_app
+from cloud.api import readings as api_readings
 from cloud.auth import create_user, issue_token
 from cloud.db import migrate
 from fusebox.bench_api import seed_history

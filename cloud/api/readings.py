@@ -21,13 +21,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from cloud.api_errors import field_error
-from cloud.api_scheduling import Db, GatewayPath, UtcDatetime, UtcOrNaiveDatetime
-from cloud.auth import Access, User, gateway_access
+from cloud.api.deps import (
+    Access,
+    Db,
+    GatewayPath,
+    User,
+    UtcDatetime,
+    UtcOrNaiveDatetime,
+    gateway_access,
+)
+from cloud.api.errors import field_error
 from protocols.readings import QUANTITIES
 
 DEFAULT_LIMIT = 100
@@ -39,8 +46,10 @@ that holds nothing, from the newest reading below it)."""
 _SEQ_MIN, _SEQ_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_UPPER = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)  # as cloud.api_scheduling accepts
+_EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)  # as cloud.api.deps accepts
 _CURSOR = re.compile(r"^([0-9]{1,18})_(-?[0-9]{1,19})$")
+
+router = APIRouter()
 
 _CSV_ROWS_PER_CHUNK = 2000
 # checked before the query: the CSV stream cannot turn a database error into a 4xx
@@ -111,6 +120,8 @@ ORDER BY r.ts, r.seq
 
 
 class ReadingPublic(BaseModel):
+    """One reading of a page."""
+
     seq: int
     ts: datetime
     device_id: str
@@ -170,6 +181,7 @@ class _Page:
         return rows
 
     async def newest(self, db: asyncpg.Pool) -> datetime | None:
+        """The newest reading's ``ts`` below the upper bound, None when none."""
         args = (self.gateway_id, *self.upper)
         if self.filtered:
             ts: datetime | None = await db.fetchval(
@@ -229,106 +241,105 @@ async def readings_page(
     return rows, None
 
 
-def add_readings_routes(app: FastAPI) -> None:
-    """Registers the readings page and the CSV export on ``app``."""
-
-    @app.get(
-        "/v1/gateways/{gateway_id}/readings",
-        response_model=list[ReadingPublic],
-        responses={
-            200: {
-                "headers": {
-                    "Link": {
-                        "description": 'the next (older) page: `<URL>; rel="next"`, '
-                        "absent after the last one",
-                        "schema": {"type": "string"},
-                    }
+@router.get(
+    "/v1/gateways/{gateway_id}/readings",
+    response_model=list[ReadingPublic],
+    responses={
+        200: {
+            "headers": {
+                "Link": {
+                    "description": 'the next (older) page: `<URL>; rel="next"`, '
+                    "absent after the last one",
+                    "schema": {"type": "string"},
                 }
             }
-        },
+        }
+    },
+)
+async def readings(
+    gateway_id: GatewayPath,
+    request: Request,
+    response: Response,
+    db: Db,
+    user: User,
+    device_id: DeviceQuery = None,
+    quantity: str | None = None,
+    since: UtcOrNaiveDatetime | None = None,
+    until: UtcOrNaiveDatetime | None = None,
+    before: CursorQuery = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> list[dict[str, Any]]:
+    """Readings newest first (``ts``, then ``seq``), ``limit`` at a time, from
+    ``since`` (inclusive) to ``until`` (exclusive). Without ``since`` a page
+    covers at most 31 days: those before ``until`` / ``before`` / now, or, when
+    they hold nothing, the 31 days up to the newest reading. Follow
+    ``Link rel="next"`` for older pages."""
+    if quantity is not None and quantity not in QUANTITIES:
+        raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
+    if since is not None and until is not None and until <= since:
+        raise field_error("until", "must be after since", "query")
+    cursor = decode_cursor(before) if before is not None else None
+    await gateway_access(db, user, gateway_id, Access.READ)
+    rows, next_before = await readings_page(
+        db,
+        gateway_id,
+        device_id=device_id,
+        quantity=quantity,
+        since=since,
+        until=until,
+        before=cursor,
+        limit=limit,
     )
-    async def readings(
-        gateway_id: GatewayPath,
-        request: Request,
-        response: Response,
-        db: Db,
-        user: User,
-        device_id: DeviceQuery = None,
-        quantity: str | None = None,
-        since: UtcOrNaiveDatetime | None = None,
-        until: UtcOrNaiveDatetime | None = None,
-        before: CursorQuery = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    ) -> list[dict[str, Any]]:
-        """Readings newest first (``ts``, then ``seq``), ``limit`` at a time, from
-        ``since`` (inclusive) to ``until`` (exclusive). Without ``since`` a page
-        covers at most 31 days: those before ``until`` / ``before`` / now, or, when
-        they hold nothing, the 31 days up to the newest reading. Follow
-        ``Link rel="next"`` for older pages."""
-        if quantity is not None and quantity not in QUANTITIES:
-            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
-        if since is not None and until is not None and until <= since:
-            raise field_error("until", "must be after since", "query")
-        cursor = decode_cursor(before) if before is not None else None
-        await gateway_access(db, user, gateway_id, Access.READ)
-        rows, next_before = await readings_page(
-            db,
-            gateway_id,
-            device_id=device_id,
-            quantity=quantity,
-            since=since,
-            until=until,
-            before=cursor,
-            limit=limit,
-        )
-        if next_before is not None:
-            url = request.url.include_query_params(before=next_before)
-            response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
-        return [dict(r) for r in rows]
+    if next_before is not None:
+        url = request.url.include_query_params(before=next_before)
+        response.headers["Link"] = f'<{url.path}?{url.query}>; rel="next"'
+    return [dict(r) for r in rows]
 
-    @app.get(
-        "/v1/gateways/{gateway_id}/readings.csv",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/csv": {}}}},
+
+@router.get(
+    "/v1/gateways/{gateway_id}/readings.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def readings_csv(
+    gateway_id: GatewayPath,
+    db: Db,
+    user: User,
+    since: UtcDatetime,
+    until: UtcDatetime | None = None,
+    device_id: DeviceQuery = None,
+    quantity: str | None = None,
+) -> StreamingResponse:
+    """Readings from ``since`` (to ``until``), oldest first, streamed as CSV
+    (``ts,device_id,quantity,value``)."""
+    if quantity is not None and quantity not in QUANTITIES:
+        raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
+    if until is not None and until <= since:
+        raise field_error("until", "must be after since", "query")
+    await gateway_access(db, user, gateway_id, Access.READ)
+    args = (gateway_id, device_id, quantity, since, until or _NO_UPPER)
+
+    async def rows() -> AsyncIterator[str]:
+        """The CSV, a chunk of rows at a time, read in one read-only transaction."""
+        buf = io.StringIO()
+        out = csv.writer(buf, lineterminator="\n")
+        out.writerow(["ts", "device_id", "quantity", "value"])
+        n = 0
+        async with db.acquire() as conn, conn.transaction(readonly=True):
+            async for r in conn.cursor(CSV_ROWS, *args, prefetch=1000):
+                out.writerow(
+                    [r["ts"].isoformat(), r["device_id"], r["name"], r["value"]]
+                )
+                n += 1
+                if n % _CSV_ROWS_PER_CHUNK == 0:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+        yield buf.getvalue()
+
+    filename = f"{gateway_id}-readings.csv"
+    return StreamingResponse(
+        rows(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-    async def readings_csv(
-        gateway_id: GatewayPath,
-        db: Db,
-        user: User,
-        since: UtcDatetime,
-        until: UtcDatetime | None = None,
-        device_id: DeviceQuery = None,
-        quantity: str | None = None,
-    ) -> StreamingResponse:
-        """Readings from ``since`` (to ``until``), oldest first, streamed as CSV
-        (``ts,device_id,quantity,value``)."""
-        if quantity is not None and quantity not in QUANTITIES:
-            raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
-        if until is not None and until <= since:
-            raise field_error("until", "must be after since", "query")
-        await gateway_access(db, user, gateway_id, Access.READ)
-        args = (gateway_id, device_id, quantity, since, until or _NO_UPPER)
-
-        async def rows() -> AsyncIterator[str]:
-            buf = io.StringIO()
-            out = csv.writer(buf, lineterminator="\n")
-            out.writerow(["ts", "device_id", "quantity", "value"])
-            n = 0
-            async with db.acquire() as conn, conn.transaction(readonly=True):
-                async for r in conn.cursor(CSV_ROWS, *args, prefetch=1000):
-                    out.writerow(
-                        [r["ts"].isoformat(), r["device_id"], r["name"], r["value"]]
-                    )
-                    n += 1
-                    if n % _CSV_ROWS_PER_CHUNK == 0:
-                        yield buf.getvalue()
-                        buf.seek(0)
-                        buf.truncate()
-            yield buf.getvalue()
-
-        filename = f"{gateway_id}-readings.csv"
-        return StreamingResponse(
-            rows(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
