@@ -139,6 +139,7 @@ def _parse(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
 
 
 def normalise_email(email: str) -> str:
+    """The form e-mails are stored and compared in: trimmed, lower case."""
     return email.strip().lower()
 
 
@@ -189,6 +190,7 @@ def new_token() -> tuple[str, bytes]:
 
 
 def token_digest(token: str) -> bytes:
+    """The SHA-256 of a bearer token, as stored (the token itself never is)."""
     return hashlib.sha256(token.encode()).digest()
 
 
@@ -198,6 +200,8 @@ async def issue_token(
     ttl: timedelta,
     client_ip: str | None,
 ) -> tuple[str, asyncpg.Record]:
+    """A new bearer token for ``user_id``, valid for ``ttl``, and its row
+    (``expires_at``); drops the user's tokens expired over 7 days ago."""
     token, digest = new_token()
     # tokens long expired are of no use, not even for an audit: drop this user's
     await db.execute(
@@ -245,6 +249,7 @@ class FailureLimiter:
         return q
 
     def retry_after(self, key: str, now: float | None = None) -> float:
+        """Seconds until ``key`` may try again; 0 while it is under the limit."""
         now = time.monotonic() if now is None else now
         q = self._recent(key, now)
         if q is None or len(q) < self.max_failures:
@@ -252,6 +257,8 @@ class FailureLimiter:
         return max(0.0, q[0] + self.window_s - now)
 
     def fail(self, key: str, now: float | None = None) -> None:
+        """Count one failure of ``key`` now (the oldest keys are pruned past
+        ``max_keys``)."""
         now = time.monotonic() if now is None else now
         q = self._recent(key, now)
         if q is None:
@@ -263,6 +270,7 @@ class FailureLimiter:
             q.popleft()
 
     def reset(self, key: str) -> None:
+        """Forget ``key``'s failures (after a success)."""
         self._failures.pop(key, None)
 
     def _prune(self, now: float) -> None:
@@ -276,6 +284,8 @@ class FailureLimiter:
 
 
 def too_many(retry_after_s: float, what: str) -> HTTPException:
+    """The 429 to raise when ``retry_after_s`` > 0, with ``Retry-After`` in whole
+    seconds."""
     seconds = max(1, int(retry_after_s + 0.999))
     return HTTPException(
         429,
@@ -285,6 +295,7 @@ def too_many(retry_after_s: float, what: str) -> HTTPException:
 
 
 def client_ip(request: Request) -> str:
+    """The peer address of ``request`` ("unknown" if the server has none)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -293,6 +304,9 @@ def client_ip(request: Request) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """The authenticated caller: account id, e-mail, role and the digest of the token
+    used."""
+
     id: int
     email: str
     role: Role
@@ -332,6 +346,7 @@ User = Annotated[Principal, Depends(current_user)]
 
 
 def require_role(user: Principal, *roles: Role) -> None:
+    """Raise 403 unless ``user`` has one of ``roles``."""
     if user.role not in roles:
         raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
 
@@ -340,6 +355,9 @@ def require_role(user: Principal, *roles: Role) -> None:
 
 
 class Access(enum.Enum):
+    """What a request needs to do to a gateway; which roles may do it is in the member
+    comments."""
+
     READ = "read"  # owner, installer, operator
     CONTROL = "control"  # owner or installer: preferences, boost
     INSTALL = "install"  # installer only: site, devices, credentials

@@ -364,6 +364,8 @@ class DynsecBrokerAuth:
     def from_settings(
         cls, settings: BrokerAuthSettings | None = None
     ) -> DynsecBrokerAuth:
+        """An instance from ``FUSEBOX_BROKER_*`` settings; raises ``BrokerAuthError`` if
+        the admin URL is unset."""
         s = settings or BrokerAuthSettings()
         if not s.admin_url:
             raise BrokerAuthError(

@@ -70,11 +70,13 @@ async def migrate(dsn: str) -> list[str]:
 
 
 def month_start(ts_ms: int) -> datetime:
+    """The first instant (UTC) of the month holding ``ts_ms`` (epoch ms)."""
     t = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
     return datetime(t.year, t.month, 1, tzinfo=UTC)
 
 
 def next_month(d: datetime) -> datetime:
+    """The first instant (UTC) of the month after ``d``'s."""
     return datetime(d.year + (d.month == 12), d.month % 12 + 1, 1, tzinfo=UTC)
 
 
@@ -87,6 +89,8 @@ class Partitions:
     async def ensure(
         self, conn: asyncpg.Connection, min_ts_ms: int, max_ts_ms: int
     ) -> None:
+        """Create any missing monthly partition covering
+        ``min_ts_ms``..``max_ts_ms``."""
         month = month_start(min_ts_ms)
         last = month_start(max_ts_ms)
         while month <= last:

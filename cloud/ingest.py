@@ -89,6 +89,9 @@ SideWrite = Callable[[asyncpg.Connection], Awaitable[None]]
 
 @dataclass(slots=True)
 class IngestMetrics:
+    """Counters of one ingest worker since start (batches, readings, rejects, database
+    failures, ...) for its status and /metrics."""
+
     batches_stored: int = 0
     readings_stored: int = 0  # rows in batches stored, duplicates included
     events_stored: int = 0
@@ -112,6 +115,8 @@ class BatchStore:
 
     @staticmethod
     async def init_connection(conn: asyncpg.Connection) -> None:
+        """Per-connection set-up for a pool's ``init``: the temporary table batches are
+        copied into."""
         await conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS ingest_readings ("
             " seq bigint, ts_ms bigint, stream_id integer, value double precision)"
@@ -279,6 +284,8 @@ class BatchStore:
     async def update_status(
         self, conn: asyncpg.Connection, st: contract.GatewayStatus
     ) -> None:
+        """Upsert the gateway's row from its status message (backlog, outbox use,
+        counters)."""
         oldest = (
             None if st.backlog_oldest_ms is None else ms_to_ts(st.backlog_oldest_ms)
         )
@@ -388,6 +395,8 @@ class IngestWorker:
                 await asyncio.sleep(delay_s)
 
     async def run(self) -> None:
+        """Subscribe to the gateways' batches and store them until cancelled; reconnects
+        to the broker with backoff."""
         self._pool = await self._open_pool()
         reconnect = Reconnect(Backoff(0.5, 15))
         filters = contract.ingest_filters(shared=self.shared)
@@ -601,6 +610,8 @@ class IngestWorker:
             return
 
         async def write(conn: asyncpg.Connection) -> None:
+            """Store the status (a side write: dropped if the queue is full, not
+            retried)."""
             await self.store.update_status(conn, st)
             self.metrics.status_updates += 1
 
@@ -617,6 +628,7 @@ class IngestWorker:
             gw = contract.gateway_of(topic)
 
         async def write(conn: asyncpg.Connection) -> None:
+            """Record the rejected batch's head for the operator."""
             await conn.execute(
                 "INSERT INTO rejected_batches (gateway_id, topic, reason, first_seq,"
                 " last_seq, payload_head) VALUES ($1, $2, $3, $4, $5, $6)",

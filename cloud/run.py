@@ -29,6 +29,8 @@ def _targets(settings: CloudSettings) -> tuple[str, str]:
 
 
 async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
+    """Migrate the database, then run one ingest worker until cancelled (both targets
+    must be resolved)."""
     dsn, mqtt_url = _targets(settings)
     await migrate(dsn)
     worker = IngestWorker(
@@ -43,6 +45,8 @@ async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
 
 
 async def run_api(settings: CloudSettings) -> None:
+    """Migrate the database, then serve the HTTP API until cancelled; the broker URL is
+    optional (only config bundles name it)."""
     # the API never speaks MQTT (decision 3); the broker URL only goes into the
     # gateways' config bundles, so it may be unset here
     dsn, mqtt_url = settings.database_url, settings.cloud_mqtt_url
@@ -70,6 +74,8 @@ async def run_scheduler(
     clock: Clock | None = None,
     scheduler: SchedulerSettings | None = None,
 ) -> None:
+    """Migrate the database, then run the scheduler until cancelled (both targets must
+    be resolved)."""
     dsn, mqtt_url = _targets(settings)
     await migrate(dsn)
     service = Scheduler(

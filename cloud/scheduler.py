@@ -147,6 +147,9 @@ class SchedulerSettings(BaseSettings):
 
 @dataclass(slots=True)
 class SchedulerMetrics:
+    """Counters of the scheduler since start (cycles, plans, leases, commands, failures
+    by reason) for /metrics."""
+
     cycles: int = 0
     plans_made: int = 0
     leases_published: int = 0
@@ -611,6 +614,8 @@ class Scheduler:
         rows = await conn.fetch(_POWER_AVERAGES, gw, since, now)
 
         def is_charger(device: str) -> bool:
+            """Whether ``device`` is a charger or one of its connectors
+            (``<charger>-<n>``)."""
             return device in chargers or device.rpartition("-")[0] in chargers
 
         meters = [r["w"] for r in rows if not is_charger(r["device_id"])]

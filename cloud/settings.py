@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class CloudSettings(BaseSettings):
+    """The cloud processes' settings, from ``FUSEBOX_*`` variables and flags; with ``env
+    = production`` the database and broker URLs are required (nothing embedded)."""
+
     model_config = SettingsConfigDict(env_prefix="FUSEBOX_", extra="ignore")
 
     env: Literal["development", "production"] = "development"

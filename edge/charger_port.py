@@ -20,28 +20,46 @@ class ChargerCapabilities(Protocol):
     """What a charger said about its smart charging (``edge.ocpp.commands``)."""
 
     @property
-    def rate_units(self) -> AbstractSet[str]: ...
+    def rate_units(self) -> AbstractSet[str]:
+        """The units its profiles may use, a subset of {"A", "W"} (empty: assume
+        "A")."""
+
     @property
-    def max_stack_level(self) -> int | None: ...
+    def max_stack_level(self) -> int | None:
+        """The highest profile stack level it accepts (None: it did not say)."""
 
 
 class ChargerView(Protocol):
     """What the controller reads of one charger's live state."""
 
     @property
-    def ocpp_version(self) -> str: ...
+    def ocpp_version(self) -> str:
+        """The OCPP version it speaks: "1.6" or "2.0.1"."""
+
     @property
-    def registration(self) -> str: ...
+    def registration(self) -> str:
+        """Either "accepted", or "pending" while the charger waits for approval."""
+
     @property
-    def connected(self) -> bool: ...
+    def connected(self) -> bool:
+        """Whether its WebSocket is open now (the state outlives a disconnect)."""
+
     @property
-    def capabilities(self) -> ChargerCapabilities | None: ...
+    def capabilities(self) -> ChargerCapabilities | None:
+        """Its smart-charging capabilities, None until they have been read after
+        boot."""
+
     @property
-    def transactions(self) -> Mapping[int, str]: ...
+    def transactions(self) -> Mapping[int, str]:
+        """Running transaction ids by connector (1.6) or EVSE (2.0.1)."""
+
     @property
-    def power_w(self) -> float | None: ...
+    def power_w(self) -> float | None:
+        """The latest measured power in W (None: never measured)."""
+
     @property
-    def register_wh(self) -> float | None: ...
+    def register_wh(self) -> float | None:
+        """The latest energy register in Wh (None: never measured)."""
 
 
 class ChargerPort(Protocol):
@@ -52,10 +70,15 @@ class ChargerPort(Protocol):
     ``ProfileError`` or ``TimeoutError``."""
 
     @property
-    def chargers(self) -> Mapping[str, ChargerView]: ...
+    def chargers(self) -> Mapping[str, ChargerView]:
+        """The live state of each charger by id; a reconnect puts a new object here."""
+
     @property
-    def observers(self) -> list[Callable[[str], None]]: ...
+    def observers(self) -> list[Callable[[str], None]]:
+        """Callbacks run with a charger id whenever that charger's state changes."""
 
     async def set_charging_profile(
         self, charger_id: str, target: int, profile: ChargingProfile, /
-    ) -> str: ...
+    ) -> str:
+        """Install ``profile`` on connector/EVSE ``target`` (0: the whole charger);
+        returns the charger's status."""

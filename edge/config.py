@@ -57,6 +57,8 @@ def _check_url(value: str) -> str:
 
 
 class CloudLink(_Strict):
+    """``[cloud]``: the cloud broker this gateway sends its readings to."""
+
     mqtt_url: str = Field(description="the cloud broker, mqtt://host:1883 or mqtts://")
     username: str | None = None
     password: str | None = None
@@ -68,6 +70,8 @@ class CloudLink(_Strict):
 
 
 class LocalBroker(_Strict):
+    """``[local]``: the site broker the meters publish to, and its config file."""
+
     mqtt_url: str = Field(
         default="mqtt://127.0.0.1:1883", description="the site's broker the meters use"
     )
@@ -94,6 +98,8 @@ class LocalBroker(_Strict):
 
 
 class OutboxConfig(_Strict):
+    """``[outbox]``: where readings wait for the cloud, its disk cap and durability."""
+
     path: Path = Field(default=Path("var/edge/outbox.db"))
     cap_mb: float = Field(
         default=512, gt=0, description="disk cap; past it power samples are thinned"
@@ -105,6 +111,9 @@ class OutboxConfig(_Strict):
 
 
 class UplinkSettings(_Strict):
+    """``[uplink]``: batch size, in-flight window, ack timeout and retry backoff of the
+    send to the cloud."""
+
     batch_max_records: int = Field(default=5000, ge=1, le=20_000)
     window: int = Field(default=4, ge=1, le=64)
     ack_timeout_s: float = Field(default=30, gt=0, le=600)
@@ -120,6 +129,9 @@ class UplinkSettings(_Strict):
 
 
 class MetricsSettings(_Strict):
+    """``[metrics]``: where to serve Prometheus /metrics (off unless ``listen`` is
+    set)."""
+
     listen: str | None = Field(
         default=None, description="host:port for Prometheus /metrics, off when unset"
     )
@@ -281,6 +293,9 @@ class SiteConfig(_Strict):
 
 
 class EdgeConfig(_Strict):
+    """The whole edge config file, validated; build it with :func:`load_config` (file
+    plus installer overrides) or :func:`parse_config`."""
+
     gateway_id: str = Field(pattern=_ID)
     cloud: CloudLink
     local: LocalBroker = Field(default_factory=LocalBroker)
@@ -344,6 +359,9 @@ def _explain(exc: ValidationError, path: Path) -> str:
 def parse_config(
     data: dict[str, Any], *, source: Path = Path("<config>")
 ) -> EdgeConfig:
+    """Validate a config already read into ``data`` (``$FUSEBOX_CLOUD_MQTT_URL`` and
+    ``$FUSEBOX_LOCAL_MQTT_URL`` override its broker URLs). Raises ``ConfigError`` naming
+    each problem and its fix, with ``source`` as the file name."""
     env_cloud = os.environ.get("FUSEBOX_CLOUD_MQTT_URL")
     env_local = os.environ.get("FUSEBOX_LOCAL_MQTT_URL")
     # a table that is not a table (``cloud = "..."``) is left for validation to name

@@ -586,6 +586,8 @@ class Controller:
         assert profile is not None  # a default profile always fits
 
         async def install() -> None:
+            """Send the default profile and log whether the charger took it; a refusal
+            is only logged."""
             status = await self._set_profile(cfg.id, 0, profile)
             if status == "Accepted":
                 log.info("controller: %s fail-safe default %.1f A", cfg.id, limit_a)

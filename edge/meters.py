@@ -65,6 +65,9 @@ Decode = Callable[[str, bytes, datetime], list[Reading]]
 
 @dataclass(slots=True)
 class MeterCounters:
+    """What one meter's payloads did: messages, readings, duplicates and backwards steps
+    dropped, bad payloads by reason, its last values."""
+
     messages: int = 0
     readings: int = 0
     duplicates: int = 0
@@ -87,14 +90,19 @@ class MeterDriver:
         self._failing: str | None = None
 
     def wants(self, topic: Topic) -> bool:
+        """Whether a message on ``topic`` is this meter's (matches one of its
+        filters)."""
         return any(topic.matches(f) for f in self.filters)
 
     def note_ok(self) -> None:
+        """A payload decoded: log the recovery once if the meter was failing."""
         if self._failing is not None:
             log.info("meter %s: payloads decode again", self.id)
             self._failing = None
 
     def note_bad(self, reason: str, detail: str, count: int = 1) -> None:
+        """Count ``count`` bad payloads under ``reason``; logged once per change of
+        reason, not per payload."""
         self.counters.bad[reason] += count
         if self._failing != reason:
             log.warning(
@@ -127,12 +135,16 @@ class _InOrderAcks:
         self.closed = False
 
     def track(self, mid: int, qos: int) -> list[int | bool]:
+        """Queue the ack of message ``mid``; returns the entry to pass to
+        :meth:`done`."""
         entry: list[int | bool] = [mid, qos, False]
         if not self.closed:
             self._pending.append(entry)
         return entry
 
     def done(self, entry: list[int | bool]) -> None:
+        """Mark ``entry`` handled and send every ack now at the head of the queue, in
+        order."""
         entry[2] = True
         while self._pending and self._pending[0][2]:
             mid, qos, _ = self._pending.popleft()
@@ -180,9 +192,12 @@ class MeterService:
 
     @property
     def bad_total(self) -> int:
+        """Bad payloads counted over all meters."""
         return sum(sum(d.counters.bad.values()) for d in self.drivers)
 
     async def run(self) -> None:
+        """Run every meter and the broker connection until cancelled (idle if no meters
+        are configured)."""
         if not self.drivers:
             log.info("meters: none configured")
             await asyncio.Event().wait()

@@ -65,6 +65,7 @@ async def serve_metrics(sock: socket.socket, render: Render) -> None:
     async def handle(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Answer one HTTP request (5 s to send it) and close the connection."""
         try:
             async with asyncio.timeout(5):
                 request = await reader.readline()
@@ -130,6 +131,7 @@ def parse_lines(text: str) -> dict[str, float]:
 
 
 def age_seconds(oldest_ms: int | None) -> float:
+    """Seconds since ``oldest_ms`` (epoch ms), never negative; 0 when there is none."""
     return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
 
 

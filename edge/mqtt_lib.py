@@ -44,6 +44,7 @@ def watch_session_present(paho: Any) -> list[bool]:
     def on_connect(
         client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None
     ) -> None:
+        """paho's CONNACK callback: note the flag, then run aiomqtt's handler."""
         seen.append(bool(getattr(flags, "session_present", False)))
         aiomqtt_on_connect(client, userdata, flags, reason_code, properties)
 

@@ -99,6 +99,7 @@ class SpacePlan:
 
     @property
     def wal_pages(self) -> int:
+        """The WAL limit in database pages."""
         return self.wal_limit_bytes // self.page_size
 
     def headroom_bytes(self, use: SpaceUse) -> int:
@@ -144,6 +145,7 @@ class Reserve:
 
     @property
     def held(self) -> bool:
+        """Whether the reserve file exists at its full size."""
         try:
             return self.path.stat().st_size >= self.size
         except OSError:
@@ -186,6 +188,7 @@ class Reserve:
 
 
 def fs_free_bytes(path: Path) -> int:
+    """Bytes free to this user on the file system holding ``path`` (0 if unreadable)."""
     try:
         st = os.statvfs(path)
     except OSError:
@@ -194,6 +197,7 @@ def fs_free_bytes(path: Path) -> int:
 
 
 def fs_total_bytes(path: Path) -> int:
+    """The size of the file system holding ``path`` (0 if unreadable)."""
     try:
         st = os.statvfs(path)
     except OSError:
@@ -202,6 +206,7 @@ def fs_total_bytes(path: Path) -> int:
 
 
 def file_bytes(path: Path) -> int:
+    """The size of the file at ``path`` (0 if it does not exist)."""
     try:
         return path.stat().st_size
     except OSError:

@@ -80,6 +80,7 @@ class SendPlan:
 
     @property
     def has_room(self) -> bool:
+        """Whether the in-flight window allows another batch."""
         return len(self.in_flight) < self.window
 
     def due_retry(self, now: float) -> tuple[int, int, int] | None:
@@ -131,6 +132,8 @@ class SendPlan:
         return min(future, default=1.0)
 
     def sent(self, first: int, last: int, now: float, attempt: int = 0) -> None:
+        """Record batch ``first``..``last`` as sent at ``now`` (its ack timeout
+        starts)."""
         self.in_flight[first] = _InFlight(first, last, now, attempt)
 
     def expire(self, now: float) -> list[tuple[int, int]]:
@@ -166,6 +169,8 @@ class SendPlan:
             self.retry.append((now + wait, f.first, f.last, f.attempt + 1))
 
     def rejected(self, first: int) -> bool:
+        """Forget the in-flight batch starting at ``first``; False if it was not in
+        flight."""
         return self.in_flight.pop(first, None) is not None
 
 
@@ -183,6 +188,9 @@ def _refused(code: Any) -> bool:
 
 @dataclass(slots=True)
 class UplinkConfig:
+    """How the uplink connects and sends: gateway, broker target, batching, window, ack
+    timeout and backoffs."""
+
     gateway_id: str
     target: MqttTarget
     client_id: str
@@ -199,6 +207,9 @@ class UplinkConfig:
 
 @dataclass(slots=True)
 class UplinkMetrics:
+    """Counters of the uplink since start (batches, acks, rejects, timeouts, reconnects,
+    ...) for /metrics and status."""
+
     connected: bool = False
     batches_sent: int = 0
     records_sent: int = 0
@@ -241,6 +252,8 @@ class Uplink:
     # ------------------------------------------------------------------ status
 
     async def status_payload(self, state: str = "online") -> bytes:
+        """The gateway status message (backlog, outbox use, software, plus
+        ``extra_status``) as published retained."""
         s = await self.outbox.stats()
         msg = contract.GatewayStatus(
             gw=self.cfg.gateway_id,
@@ -262,6 +275,8 @@ class Uplink:
     # -------------------------------------------------------------------- run
 
     async def run(self) -> None:
+        """Connect, subscribe, publish status and send the outbox until cancelled;
+        reconnects with backoff after broker or network errors."""
         reconnect = Reconnect(self.cfg.reconnect)
         gw = self.cfg.gateway_id
         will = Will(

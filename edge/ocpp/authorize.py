@@ -31,6 +31,9 @@ INVALID = "Invalid"
 
 
 class Authorizer:
+    """Answers Authorize for an id tag: the configured local list first, then the
+    cache of recently accepted tags, then ``allow_unknown_id_tags``."""
+
     def __init__(
         self,
         config: OcppServerConfig,

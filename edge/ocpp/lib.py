@@ -188,6 +188,7 @@ def clip_strings(
     clipped: list[str] = []
 
     def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        """``node`` with a ``#/definitions/`` reference followed."""
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/definitions/"):
             target = definitions.get(ref.rsplit("/", 1)[1])
@@ -196,6 +197,7 @@ def clip_strings(
         return node
 
     def walk(value: Any, node: dict[str, Any], path: str) -> Any:
+        """``value`` with its over-long strings cut, recording each cut path."""
         node = resolve(node)
         if isinstance(value, str):
             limit = node.get("maxLength")

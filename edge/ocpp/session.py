@@ -69,33 +69,46 @@ class SessionHost(Protocol):
     to run work after an answer went out."""
 
     @property
-    def config(self) -> OcppServerConfig: ...
+    def config(self) -> OcppServerConfig:
+        """The OCPP server's config (tolerances, timeouts, id tags)."""
 
     @property
-    def known(self) -> dict[str, ChargerConfig]: ...
+    def known(self) -> dict[str, ChargerConfig]:
+        """The approved chargers' configs by id."""
 
     @property
-    def pending(self) -> dict[str, PendingCharger]: ...
+    def pending(self) -> dict[str, PendingCharger]:
+        """Unknown chargers that discovery let in, by id."""
 
     @property
-    def sink(self) -> EventSink: ...
+    def sink(self) -> EventSink:
+        """Where events and readings go (the outbox)."""
 
     @property
-    def clock(self) -> Callable[[], datetime]: ...
+    def clock(self) -> Callable[[], datetime]:
+        """The current time (the simulated clock in tests and the demo)."""
 
     @property
-    def transactions(self) -> TransactionStore: ...
+    def transactions(self) -> TransactionStore:
+        """The durable transaction state."""
 
     @property
-    def authorizer(self) -> Authorizer: ...
+    def authorizer(self) -> Authorizer:
+        """Answers Authorize from the local list and cache."""
 
-    def notify(self, charger_id: str) -> None: ...
+    def notify(self, charger_id: str) -> None:
+        """Tell the observers that this charger's state changed."""
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` as a task the server keeps and cancels when it stops."""
 
-    async def discover_quietly(self, charger_id: str, state: ChargerState) -> None: ...
+    async def discover_quietly(self, charger_id: str, state: ChargerState) -> None:
+        """Read the charger's smart-charging capabilities; failures are logged, not
+        raised."""
 
-    def note_skipped(self, charger: str, reasons: Sequence[str]) -> None: ...
+    def note_skipped(self, charger: str, reasons: Sequence[str]) -> None:
+        """Count sampled values skipped or clipped; each (charger, reason) is logged
+        once."""
 
 
 def _iso(ts: datetime) -> str:

@@ -32,7 +32,8 @@ Registration = Literal["accepted", "pending"]
 class EventSink(Protocol):
     """Where events go: ``edge.outbox.Outbox`` (durable once awaited)."""
 
-    async def append(self, items: Sequence[Event | Reading]) -> object: ...
+    async def append(self, items: Sequence[Event | Reading]) -> object:
+        """Store ``items``; durable once the await returns."""
 
 
 @dataclass(frozen=True, slots=True)

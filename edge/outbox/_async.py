@@ -48,15 +48,19 @@ class Outbox:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> Outbox:
+        """An outbox on the database at ``path`` (``cap_bytes`` and ``synchronous`` go
+        to the store); call :meth:`start` before use."""
         store_args = {
             k: kwargs.pop(k) for k in ("cap_bytes", "synchronous") if k in kwargs
         }
         return cls(OutboxStore(path, **store_args), **kwargs)
 
     async def start(self) -> None:
+        """Start the commit task; appends are committed only while it runs."""
         self._task = asyncio.create_task(self._commit_loop(), name="outbox-commit")
 
     async def close(self) -> None:
+        """Commit what is queued, stop the commit task and close the database."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -71,6 +75,8 @@ class Outbox:
         )
 
     def submit(self, items: Sequence[Item]) -> asyncio.Future[AppendResult]:
+        """Queue ``items`` for the next group commit; the future resolves once they are
+        durable. Raises ``OutboxError`` while closing."""
         if self._closing:
             raise OutboxError("outbox is closing")
         fut: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
@@ -79,6 +85,7 @@ class Outbox:
         return fut
 
     async def append(self, items: Sequence[Item]) -> AppendResult:
+        """Store ``items``; returns once they are committed (durable)."""
         return await self.submit(items)
 
     async def _commit_loop(self) -> None:
@@ -133,6 +140,8 @@ class Outbox:
 
     # convenience wrappers for the uplink and metrics
     async def read(self, from_seq: int, to_seq: int | None, limit: int) -> list[Row]:
+        """Rows with ``from_seq <= seq <= to_seq`` (no upper bound if None), in sequence
+        order, at most ``limit``."""
         rows: list[Row] = await self.call(self.store.read, from_seq, to_seq, limit)
         return rows
 
@@ -180,5 +189,7 @@ class Outbox:
                 self._room_waiters.remove(waiter)
 
     async def stats(self) -> OutboxStats:
+        """Backlog, oldest reading and disk use, after a best-effort ``maintain`` (which
+        retries prunes the disk refused)."""
         s: OutboxStats = await self.call(self.store.maintained_stats)
         return s

@@ -161,6 +161,7 @@ class OutboxStore:
     # -------------------------------------------------------------- disk space
 
     def space_use(self) -> SpaceUse:
+        """The database's pages and files now, and the free space on its file system."""
         pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
         free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
         return SpaceUse(
@@ -488,6 +489,7 @@ class OutboxStore:
 
     @property
     def prunes_pending(self) -> int:
+        """Acknowledged ranges whose delete is still waiting for disk room."""
         return len(self._pending_ranges) + (1 if self._pending_through else 0)
 
     def quarantine_range(self, first_seq: int, last_seq: int, reason: str) -> int:
@@ -535,6 +537,7 @@ class OutboxStore:
     # ------------------------------------------------------------------ thinning
 
     def used_bytes(self) -> int:
+        """Bytes of database pages that hold data (the freelist excluded)."""
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((pages - free) * self._page_size)
@@ -712,4 +715,5 @@ class OutboxStore:
         return self.stats()
 
     def close(self) -> None:
+        """Close the database connection (call on the outbox thread)."""
         self._db.close()
