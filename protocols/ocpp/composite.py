@@ -374,6 +374,25 @@ def limit_at(
     _aware(t, "t")
     relative_start = t if transaction_start is None else transaction_start
     _aware(relative_start, "transaction_start")
+    settings, groups = _settings_and_groups(
+        profiles, connector_id, transaction_active, rate_unit, transaction_id,
+        voltage_v, default_phases, charger_max,
+    )  # fmt: skip
+    return _effective(groups, t, relative_start, settings)
+
+
+def _settings_and_groups(
+    profiles: Iterable[InstalledProfile],
+    connector_id: int,
+    transaction_active: bool,
+    rate_unit: RateUnit | str,
+    transaction_id: int | str | None,
+    voltage_v: float,
+    default_phases: int,
+    charger_max: float | None,
+) -> tuple[_Settings, _Groups]:
+    """What ``limit_at`` and ``composite_schedule`` both start from: the checked
+    settings and the profiles that count, by purpose and stack level."""
     settings = _settings(
         connector_id=connector_id,
         rate_unit=rate_unit,
@@ -387,7 +406,7 @@ def limit_at(
         transaction_active=transaction_active,
         transaction_id=transaction_id,
     )
-    return _effective(groups, t, relative_start, settings)
+    return settings, groups
 
 
 def _boundaries(
@@ -451,19 +470,10 @@ def composite_schedule(
         raise ValueError(f"duration_s must be positive, got {duration_s}")
     relative_start = now if transaction_start is None else transaction_start
     _aware(relative_start, "transaction_start")
-    settings = _settings(
-        connector_id=connector_id,
-        rate_unit=rate_unit,
-        voltage_v=voltage_v,
-        default_phases=default_phases,
-        charger_max=charger_max,
-    )
-    groups = _group(
-        profiles,
-        connector_id=connector_id,
-        transaction_active=transaction_active,
-        transaction_id=transaction_id,
-    )
+    settings, groups = _settings_and_groups(
+        profiles, connector_id, transaction_active, rate_unit, transaction_id,
+        voltage_v, default_phases, charger_max,
+    )  # fmt: skip
     end = now + timedelta(seconds=duration_s)
     points = {now}
     for installed in groups.all():
