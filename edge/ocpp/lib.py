@@ -24,6 +24,8 @@ from ocpp import v16 as _v16
 from ocpp import v201 as _v201
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.charge_point import camel_to_snake_case as _camel_to_snake
+from ocpp.exceptions import NotImplementedError as _NotImplemented
+from ocpp.exceptions import NotSupportedError as _NotSupported
 from ocpp.exceptions import OCPPError as _OCPPError
 from ocpp.exceptions import UnknownCallErrorCodeError as _UnknownCallErrorCode
 from ocpp.routing import after as _after
@@ -55,9 +57,55 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-ChargePoint16: type[_BaseChargePoint] = _v16.ChargePoint
+
+class _SpecErrorCodes:
+    """Answers a CALL with no handler with the code the OCPP-J specs give.
+
+    OCPP-J 1.6 (section 4.2.3) and 2.0.1 (section 4.3) define ``NotImplemented``
+    as "Requested Action is not known by receiver" and ``NotSupported`` as
+    "recognized but not supported". The library answers the other way round
+    (and its exceptions' descriptions say so); an independent charge point
+    found it (issue 10). A known action of the version that the edge does not
+    serve is NotSupported; an action the version does not know is
+    NotImplemented."""
+
+    route_map: dict[str, Any]
+    _ocpp_version: str
+
+    async def _handle_call(self, msg: Any) -> Any:
+        if msg.action not in self.route_map:
+            if _known_action(msg.action, self._ocpp_version):
+                raise _NotSupported(
+                    "Requested Action is recognized but not supported by the receiver",
+                    {"cause": f"{msg.action} is not served here"},
+                )
+            raise _NotImplemented(
+                "Requested Action is not known by receiver",
+                {"cause": f"{msg.action} is no OCPP {self._ocpp_version} action"},
+            )
+        return await super()._handle_call(msg)  # type: ignore[misc]
+
+
+def _known_action(action: str, version: str) -> bool:
+    actions = enums16.Action if version == "1.6" else enums201.Action
+    try:
+        actions(action)
+    except ValueError:
+        return False
+    return True
+
+
+class _ChargePoint16(_SpecErrorCodes, _v16.ChargePoint):  # type: ignore[misc]
+    pass
+
+
+class _ChargePoint201(_SpecErrorCodes, _v201.ChargePoint):  # type: ignore[misc]
+    pass
+
+
+ChargePoint16: type[_BaseChargePoint] = _ChargePoint16
 """OCPP 1.6 ``ChargePoint``; subclass it once per role (server or test client)."""
-ChargePoint201: type[_BaseChargePoint] = _v201.ChargePoint
+ChargePoint201: type[_BaseChargePoint] = _ChargePoint201
 """OCPP 2.0.1 ``ChargePoint``."""
 
 

@@ -3,9 +3,11 @@
 The ``ocpp`` library (``edge.ocpp.lib``) routes CALLs through one ``ChargePoint``
 subclass per version, ``Csms16`` and ``Csms201``; each handler reads nothing
 itself and hands the library's snake_case kwargs to the charger's
-``ChargerSession``. Unknown actions get NotImplemented (known in the version) or
-NotSupported; schema failures get the library's codes (TypeConstraintViolation,
-ProtocolError for a missing field, FormatViolation for the rest), which ``Link``
+``ChargerSession``. A CALL with no handler gets the specs' code
+(``edge.ocpp.lib``): NotSupported for an action of the version the edge does not
+serve, NotImplemented for one the version does not know; schema failures get the
+library's codes (TypeConstraintViolation, ProtocolError for a missing field,
+FormatViolation for the rest), which ``Link``
 respells for 1.6 chargers as the OCPP-J 1.6 names (FormationViolation,
 OccurenceConstraintViolation, typos kept by the OCA;
 ``protocols.ocpp.frames.respell_16``). A handler that raises is answered with

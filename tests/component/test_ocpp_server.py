@@ -492,16 +492,18 @@ BAD_FRAMES: list[tuple[str, Any, tuple[str, str], tuple[str, str]]] = [
         ("m4", "FormatViolation"),
     ),
     (
-        "action not implemented",
-        [2, "m5", "Reset", {"type": "Soft"}],  # known action, not ours to serve
-        ("m5", "NotImplemented"),
-        ("m5", "NotImplemented"),
+        # OCPP-J 1.6 4.2.3, 2.0.1 4.3: "recognized but not supported"
+        "known action the edge does not serve",
+        [2, "m5", "Reset", {"type": "Soft"}],
+        ("m5", "NotSupported"),
+        ("m5", "NotSupported"),
     ),
     (
+        # "Requested Action is not known by receiver"
         "action unknown in the version",
         [2, "m6", "FlyToTheMoon", {}],
-        ("m6", "NotSupported"),
-        ("m6", "NotSupported"),
+        ("m6", "NotImplemented"),
+        ("m6", "NotImplemented"),
     ),
     (
         "missing required field",
