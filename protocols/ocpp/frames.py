@@ -36,6 +36,7 @@ __all__ = [
     "CALLERROR",
     "CALLRESULT",
     "NOT_JSON",
+    "NOT_RPC",
     "PENDING_ALLOWED",
     "SPELLING_16",
     "UNREADABLE_ID",
@@ -58,11 +59,18 @@ UNREADABLE_ID: Final = "-1"
 """The message id of a CALLERROR answering a frame whose id cannot be read
 (OCPP-J 2.0.1 §4.2.3)."""
 
+NOT_RPC: Final[Mapping[str, str]] = {
+    "1.6": "FormationViolation",
+    "2.0.1": "RpcFrameworkError",
+}
+"""Error code for a frame that is not a JSON array at all: in 2.0.1 (section 4.3)
+"not a valid RPC Request, for example: MessageId could not be read"."""
 NOT_JSON: Final[Mapping[str, str]] = {
     "1.6": "FormationViolation",
     "2.0.1": "FormatViolation",
 }
-"""Error code for a frame that is not JSON (or whose payload is not an object)."""
+"""Error code for a CALL whose payload is not an object ("Payload for Action is
+syntactically incorrect")."""
 BAD_TYPE: Final[Mapping[str, str]] = {
     "1.6": "FormationViolation",
     "2.0.1": "MessageTypeNotSupported",
@@ -130,9 +138,9 @@ def screen(raw: str | bytes, version: str) -> Screened:
     try:
         frame = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return Reject(NOT_JSON[version], UNREADABLE_ID, "not JSON")
+        return Reject(NOT_RPC[version], UNREADABLE_ID, "not JSON")
     if not isinstance(frame, list) or not frame:
-        return Reject(NOT_JSON[version], UNREADABLE_ID, "not a JSON array")
+        return Reject(NOT_RPC[version], UNREADABLE_ID, "not a JSON array")
     message_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else None
     answer_id = message_id or UNREADABLE_ID
     kind = frame[0]

@@ -227,14 +227,13 @@ def _check_time(value: object, *, field: str) -> datetime:
 
 
 def format_utc(value: datetime) -> str:
-    """``2024-01-01T08:00:00Z``; a fraction is kept (milliseconds when exact)."""
+    """``2024-01-01T08:00:00Z``; a fraction is kept to the millisecond (truncated):
+    OCPP-J 2.0.1 allows no more than three decimals."""
     utc = _check_time(value, field="timestamp")
     base = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond == 0:
+    if utc.microsecond < 1000:
         return base + "Z"
-    if utc.microsecond % 1000 == 0:
-        return f"{base}.{utc.microsecond // 1000:03d}Z"
-    return f"{base}.{utc.microsecond:06d}Z"
+    return f"{base}.{utc.microsecond // 1000:03d}Z"
 
 
 def parse_utc(text: object, *, field: str = "timestamp") -> datetime:

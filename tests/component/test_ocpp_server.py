@@ -459,8 +459,14 @@ BOOT201: dict[str, Any] = {
 
 # (frame, expected [message id, error code] for 1.6, the same for 2.0.1)
 BAD_FRAMES: list[tuple[str, Any, tuple[str, str], tuple[str, str]]] = [
-    ("not json", "{[2, 'x'", ("-1", "FormationViolation"), ("-1", "FormatViolation")),
-    ("not an array", {"a": 1}, ("-1", "FormationViolation"), ("-1", "FormatViolation")),
+    # 2.0.1 section 4.3: not a valid RPC request at all is RpcFrameworkError
+    ("not json", "{[2, 'x'", ("-1", "FormationViolation"), ("-1", "RpcFrameworkError")),
+    (
+        "not an array",
+        {"a": 1},
+        ("-1", "FormationViolation"),
+        ("-1", "RpcFrameworkError"),
+    ),
     (
         "unknown message type",
         [7, "m1", "Heartbeat", {}],

@@ -20,9 +20,9 @@ from protocols.ocpp.frames import (
     ("raw", "version", "code", "message_id"),
     [
         ("not json", "1.6", "FormationViolation", "-1"),
-        ("not json", "2.0.1", "FormatViolation", "-1"),
-        (b"\xff\xfe\xfd", "2.0.1", "FormatViolation", "-1"),
-        ("{}", "2.0.1", "FormatViolation", "-1"),
+        ("not json", "2.0.1", "RpcFrameworkError", "-1"),
+        (b"\xff\xfe\xfd", "2.0.1", "RpcFrameworkError", "-1"),
+        ("{}", "2.0.1", "RpcFrameworkError", "-1"),
         ("[]", "1.6", "FormationViolation", "-1"),
         ('[9, "m1", "Heartbeat", {}]', "2.0.1", "MessageTypeNotSupported", "m1"),
         ('[9, "m1", "Heartbeat", {}]', "1.6", "FormationViolation", "m1"),

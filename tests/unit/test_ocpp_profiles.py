@@ -26,6 +26,7 @@ from protocols.ocpp import (
     SchedulePeriod,
     amps_to_watts,
     floor_tenth,
+    format_utc,
     from_ocpp16,
     from_ocpp201,
     parse_set_charging_profile_16,
@@ -558,11 +559,23 @@ def test_from_ocpp201_accepts_custom_data_and_refuses_connector_rules() -> None:
 
 # ---------------------------------------------------------------------- round trips
 
+# OCPP-J 2.0.1 allows at most three decimals: times round-trip to the millisecond
 _times = st.datetimes(
     min_value=datetime(2000, 1, 1),
     max_value=datetime(2100, 1, 1),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]),
-)
+).map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))
+
+
+def test_format_utc_writes_at_most_three_decimals() -> None:
+    at = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+    assert format_utc(at) == "2026-03-01T08:00:00Z"
+    assert format_utc(at.replace(microsecond=250_000)) == "2026-03-01T08:00:00.250Z"
+    # sub-millisecond digits are cut, never a sixth decimal
+    assert format_utc(at.replace(microsecond=123_456)) == "2026-03-01T08:00:00.123Z"
+    assert format_utc(at.replace(microsecond=999)) == "2026-03-01T08:00:00Z"
+
+
 _limits = st.integers(min_value=0, max_value=2_000_000).map(lambda n: n / 10)
 
 
