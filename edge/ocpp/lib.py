@@ -41,6 +41,7 @@ __all__ = [
     "CallErrorAnswer",
     "ChargePoint16",
     "ChargePoint201",
+    "OCPPError",
     "after",
     "boot_result",
     "call16",
@@ -56,6 +57,9 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+OCPPError = _OCPPError
+"""What the library raises for a CALL it answers with a CALLERROR (``code``)."""
 
 
 class _SpecErrorCodes:

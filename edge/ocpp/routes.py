@@ -22,6 +22,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 
 from edge.ocpp import lib
+from edge.ocpp.quiet import BadInput, LibraryLog
 from edge.ocpp.session import ChargerSession
 from protocols.ocpp.frames import respell_16
 
@@ -57,10 +58,14 @@ class Csms16(lib.ChargePoint16):  # type: ignore[misc]
     anything, so fields are read with ``.get``."""
 
     def __init__(
-        self, session: ChargerSession, link: Link, response_timeout_s: float
+        self,
+        session: ChargerSession,
+        link: Link,
+        response_timeout_s: float,
+        logger: Any = _lib_log,
     ) -> None:
         super().__init__(
-            session.state.id, link, response_timeout=response_timeout_s, logger=_lib_log
+            session.state.id, link, response_timeout=response_timeout_s, logger=logger
         )
         self._session = session
 
@@ -133,10 +138,14 @@ class Csms201(lib.ChargePoint201):  # type: ignore[misc]
     """OCPP 2.0.1 handlers."""
 
     def __init__(
-        self, session: ChargerSession, link: Link, response_timeout_s: float
+        self,
+        session: ChargerSession,
+        link: Link,
+        response_timeout_s: float,
+        logger: Any = _lib_log,
     ) -> None:
         super().__init__(
-            session.state.id, link, response_timeout=response_timeout_s, logger=_lib_log
+            session.state.id, link, response_timeout=response_timeout_s, logger=logger
         )
         self._session = session
 
@@ -224,11 +233,20 @@ CHARGE_POINT_CLASSES: dict[str, type[Csms16] | type[Csms201]] = {
 
 
 def charge_point_for(
-    session: ChargerSession, link: Link, response_timeout_s: float, *, lenient: bool
+    session: ChargerSession,
+    link: Link,
+    response_timeout_s: float,
+    *,
+    lenient: bool,
+    bad_input: BadInput | None = None,
 ) -> Csms16 | Csms201:
     """The library's ``ChargePoint`` for the session's version; ``lenient`` skips
-    schema validation of every action on this one connection."""
-    cp = CHARGE_POINT_CLASSES[session.version](session, link, response_timeout_s)
+    schema validation of every action on this one connection; the CallErrors the
+    library answers are logged through ``bad_input`` (``edge.ocpp.quiet``)."""
+    logger = _lib_log if bad_input is None else LibraryLog(bad_input, _lib_log)
+    cp = CHARGE_POINT_CLASSES[session.version](
+        session, link, response_timeout_s, logger
+    )
     if lenient:
         lib.make_lenient(cp)
     return cp

@@ -76,6 +76,7 @@ from edge.ocpp.commands import (
     variables_answer,
 )
 from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.ocpp.quiet import BadInput, LibraryLog
 from edge.ocpp.routes import Csms16, Csms201, Link, charge_point_for
 from edge.ocpp.session import ChargerSession
 from edge.ocpp.state import (
@@ -166,6 +167,8 @@ class OcppServer:
         self.sink = sink
         self.clock = clock
         self.chargers: dict[str, ChargerState] = {}
+        # bad frames per charger, counted by reason and logged on a change
+        self.bad_input: dict[str, BadInput] = {}
         self.pending: dict[str, PendingCharger] = {}
         self._server: Server | None = None
         self.transactions_path = transactions_path
@@ -722,6 +725,7 @@ class OcppServer:
             self.config.response_timeout_s,
             lenient=registration == "accepted"
             and self.known[identity].validation == "off",
+            bad_input=self._bad_input(identity),
         )
         state.charge_point = cp
         return state, cp
@@ -740,10 +744,11 @@ class OcppServer:
             held = self.pending.get(state.id)
             if held is not None and state.registration == "pending":
                 held.last_seen = state.last_seen
+            bad = self._bad_input(state.id)
             try:
                 frame = screen_frame(raw, version)
             except FrameError as err:
-                log.warning("ocpp: charger %s: %s: %.200r", state.id, err, raw)
+                bad.bad(err.code, f"{err}: {raw[:200]!r}")
                 await ws.send(
                     call_error_frame(err.message_id, err.code, err.description)
                 )
@@ -756,19 +761,37 @@ class OcppServer:
                     await ws.send(refusal.frame())
                     continue
             text = self._library_text(state, raw, frame)
+            library_log = getattr(cp, "logger", None)
+            if isinstance(library_log, LibraryLog):
+                library_log.refused_last = False
             try:
                 await cp.route_message(text)
             except ConnectionClosed:
                 raise
             except Exception:
-                # e.g. a handler returning None: the library lets that escape
-                log.exception(
-                    "ocpp: charger %s: frame not handled: %.200r", state.id, raw
-                )
+                # e.g. a handler returning None: the library lets that escape. A
+                # bug of ours: its traceback once, then counted like bad input
+                if not bad.counts["not_handled"]:
+                    log.exception(
+                        "ocpp: charger %s: frame not handled: %.200r", state.id, raw
+                    )
+                bad.bad("not_handled", f"{raw[:200]!r}", exc_info=True)
                 if frame[0] == CALL:
                     await ws.send(
                         call_error_frame(frame[1], "InternalError", "not handled")
                     )
+            else:
+                if not (
+                    isinstance(library_log, LibraryLog) and library_log.refused_last
+                ):
+                    bad.ok()
+
+    def _bad_input(self, charger_id: str) -> BadInput:
+        """The charger's bad-input log (kept across its reconnects)."""
+        bad = self.bad_input.get(charger_id)
+        if bad is None:
+            bad = self.bad_input[charger_id] = BadInput(charger_id)
+        return bad
 
     def _library_text(
         self, state: ChargerState, raw: str | bytes, frame: list[Any]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import shutil
 import ssl
 import subprocess
@@ -922,3 +923,40 @@ def test_tolerance_config_is_validated() -> None:
         ChargerConfig(id="X", tolerance={"clock": "sundial"})
     assert ChargerConfig(id="X", lenient=True).validation == "off"
     assert ChargerConfig(id="X").validation == "strict"
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ('{"not": "ocpp"', "FormationViolation"),  # screened before the library
+        ([2, "m", "FlyToTheMoon", {}], "NotImplemented"),  # answered by the library
+        ([2, "m", "StatusNotification", {"connectorId": 1}], "ProtocolError"),
+    ],
+    ids=["not json", "unknown action", "schema"],
+)
+async def test_a_charger_flooding_one_bad_frame_logs_a_line_not_a_flood(
+    outbox: Outbox, frame: Any, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10: each bad frame logged an ERROR with ~30 lines of traceback, so a
+    charger stuck resending one could fill a gateway's disk. 10,000 of them now
+    give one WARNING line, a count by reason, and one line when it is good again;
+    every one is still answered."""
+    text = frame if isinstance(frame, str) else json.dumps(frame)
+    n, chunk = 10_000, 500
+    caplog.set_level(logging.INFO, logger="fusebox")
+    async with running(outbox) as server, charger(server, "CP1", V16) as ws:
+        for _ in range(n // chunk):
+            for _ in range(chunk):
+                await ws.send(text)
+            answered = 0
+            while answered < chunk:
+                answer = json.loads(await asyncio.wait_for(ws.recv(), timeout(10)))
+                if answer[0] == 4:
+                    answered += 1
+        await heartbeat_ok(ws)  # a good frame: the charger is fine again
+        assert server.bad_input["CP1"].counts[reason] == n
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1, [r.getMessage() for r in loud[:5]]
+    assert reason in loud[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.INFO)
+    assert any("good frames again" in r.getMessage() for r in caplog.records)
