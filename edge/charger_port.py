@@ -50,6 +50,11 @@ class ChargerView(Protocol):
         boot."""
 
     @property
+    def profiles_ready(self) -> bool:
+        """Whether profiles may be sent on this connection: after its boot was
+        answered (or the backstop for a charger that does not boot)."""
+
+    @property
     def transactions(self) -> Mapping[int, str]:
         """Running transaction ids by connector (1.6) or EVSE (2.0.1)."""
 

@@ -53,6 +53,7 @@ from edge.policy import (
     SiteNow,
     Want,
 )
+from protocols.backoff import Backoff, Reconnect
 from protocols.clock import Clock
 from protocols.contract import ContractError, pack
 from protocols.lease import (
@@ -104,6 +105,10 @@ class _ChargerRuntime:
     memory: ChargerMemory  # the policy's memory of this charger
     applied: _Applied | None = None
     failsafe_on: int | None = None  # id() of the connection it was installed on
+    # the fail-safe default's state on the current connection: None until sent,
+    # then True (accepted) or False (refused or unanswered: retried, unprotected)
+    failsafe_ok: bool | None = None
+    failsafe_tries: int = 0
     busy: bool = False
     reported: tuple[str, float] | None = None
     # (transaction, limit) the charger refused, and until when not to ask again
@@ -140,6 +145,7 @@ class Controller:
         self.post = post
         self.lease_path = lease_path
         self.policy = ChargingPolicy(rng)
+        self._rng = rng or random.Random()
         self.tick_s = tick_s
         self.min_interval_s = min_interval_s
         self.tx_profile_duration_s = tx_profile_duration_s
@@ -287,6 +293,16 @@ class Controller:
                     "current per phase the controller gives the charger",
                     {"charger": cid, "state": d.state},
                     round(d.limit_a, 2),
+                )
+            )
+        for cid, runtime in sorted(self._runtime.items()):
+            out.append(
+                (
+                    "fusebox_charger_unprotected",
+                    "1 while the charger has refused the fail-safe default profile "
+                    "(it would run unlimited if the gateway died); retried",
+                    {"charger": cid},
+                    1.0 if runtime.failsafe_ok is False else 0.0,
                 )
             )
         if self.site_import_w is not None and self.site_at is not None:
@@ -578,28 +594,38 @@ class Controller:
 
     def _ensure_failsafe(self, cfg: ChargerConfig, state: ChargerView) -> None:
         runtime = self._runtime[cfg.id]
-        if runtime.failsafe_on == id(state) or state.capabilities is None:
+        if runtime.failsafe_on == id(state) or not state.profiles_ready:
             return
         runtime.failsafe_on = id(state)
-        limit_a = min(self.site.failsafe_current_a, cfg.max_current_a)
-        profile = self._profile(cfg, state, limit_a, self.clock.now(), tx_id=None)
-        assert profile is not None  # a default profile always fits
+        runtime.failsafe_ok, runtime.failsafe_tries = None, 0
+        self._spawn(self._install_failsafe(cfg, state))
 
-        async def install() -> None:
-            """Send the default profile and log whether the charger took it; a refusal
-            is only logged."""
+    async def _install_failsafe(self, cfg: ChargerConfig, state: ChargerView) -> None:
+        """Send the fail-safe default until the charger accepts it, backing off
+        (5 s up to 5 min) while it refuses; meanwhile it is flagged unprotected
+        (``fusebox_charger_unprotected``). Stops when the connection is gone."""
+        runtime = self._runtime[cfg.id]
+        retry = Reconnect(Backoff(5.0, 300.0))
+        limit_a = min(self.site.failsafe_current_a, cfg.max_current_a)
+        while runtime.failsafe_on == id(state) and state.connected:
+            profile = self._profile(cfg, state, limit_a, self.clock.now(), tx_id=None)
+            assert profile is not None  # a default profile always fits
+            runtime.failsafe_tries += 1
             status = await self._set_profile(cfg.id, 0, profile)
             if status == "Accepted":
+                runtime.failsafe_ok = True
                 log.info("controller: %s fail-safe default %.1f A", cfg.id, limit_a)
-            else:
+                return
+            runtime.failsafe_ok = False
+            delay_s = retry.failed(self._rng)
+            if retry.first_failure:
                 log.warning(
                     "controller: %s refused the fail-safe default profile (%s); it "
-                    "is unprotected if the gateway dies",
+                    "is unprotected if the gateway dies; retrying with backoff",
                     cfg.id,
                     status,
                 )
-
-        self._spawn(install())
+            await asyncio.sleep(delay_s)
 
     def _report(self, decision: ChargerDecision, now: datetime) -> None:
         runtime = self._runtime.get(decision.charger_id)

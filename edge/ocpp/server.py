@@ -621,7 +621,9 @@ class OcppServer:
         return caps
 
     async def discover_quietly(self, charger_id: str, state: ChargerState) -> None:
-        """``discover_capabilities`` for a task: failures are logged, not raised."""
+        """``discover_capabilities`` for a task: failures are logged, not raised.
+        Either way the connection is then ready for profiles (the controller's
+        fail-safe default goes out next)."""
         try:
             await self.discover_capabilities(charger_id)
         except (OcppServerError, TimeoutError, ValueError) as err:
@@ -632,6 +634,10 @@ class OcppServer:
                     charger_id,
                     err,
                 )
+        finally:
+            if self.chargers.get(charger_id) is state:
+                state.profiles_ready = True
+                self.notify(charger_id)
 
     async def _boot_backstop(self, state: ChargerState) -> None:
         """A charger may reconnect without BootNotification: read its
@@ -641,10 +647,13 @@ class OcppServer:
             self.chargers.get(state.id) is state
             and state.connected
             and not state.booted
-            and state.capabilities is None
             and state.registration == "accepted"
         ):
-            await self.discover_quietly(state.id, state)
+            if state.capabilities is None:
+                await self.discover_quietly(state.id, state)
+            else:  # known from an earlier connection: ready as it is
+                state.profiles_ready = True
+                self.notify(state.id)
 
     # -- handshake (``edge.ocpp.handshake``) -------------------------------------
 

@@ -78,6 +78,10 @@ class ChargerState:
     # smart-charging capabilities read after boot (kept across reconnects)
     capabilities: Capabilities | None = None
     booted: bool = False  # sent BootNotification on this connection
+    # the edge may send profiles on this connection: its boot was answered and
+    # its capabilities asked, or it did not boot within the backstop (a profile
+    # sent before the boot answer may be refused, and was never retried)
+    profiles_ready: bool = False
     firmware_status: str | None = None
     # running transactions by connector (1.6) / EVSE (2.0.1): transaction id
     transactions: dict[int, str] = field(default_factory=dict)

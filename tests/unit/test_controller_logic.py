@@ -273,3 +273,77 @@ async def test_a_cancel_that_lands_with_a_wake_still_stops_the_loop() -> None:
     done, _ = await asyncio.wait({task}, timeout=2)
     assert task in done, "the controller loop ignored the cancel"
     assert task.cancelled()
+
+
+class _Zero(random.Random):
+    """Every backoff wait is 0: retries come at once."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+class RefusingServer(FakeServer):
+    """Answers the first ``refusals`` SetChargingProfile with Rejected."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def set_charging_profile(
+        self, charger_id: str, target: int, profile: Any
+    ) -> str:
+        await super().set_charging_profile(charger_id, target, profile)
+        if self.refusals:
+            self.refusals -= 1
+            return "Rejected"
+        return "Accepted"
+
+
+def _unprotected(ctl: Controller) -> dict[str, float]:
+    return {
+        labels["charger"]: value
+        for name, _help, labels, value in ctl.metrics()
+        if name == "fusebox_charger_unprotected"
+    }
+
+
+async def test_the_failsafe_waits_for_the_boot_and_is_retried_until_accepted() -> None:
+    """Issue 10: the fail-safe default went out 6-19 ms after a known charger
+    reconnected, before its BootNotification; refused then, it was never sent
+    again on that connection, leaving the charger unprotected."""
+    server = RefusingServer(refusals=2)
+    ctl = Controller(config(), server, clock=clock_at(T0), rng=_Zero(1))
+    state = server.connect("CP1", tx=None)
+    state.capabilities = None
+    ctl.evaluate()
+    await asyncio.sleep(0)
+    assert server.sent == []  # connected, not booted: nothing yet
+    state.profiles_ready = True  # the boot was answered (or the backstop passed)
+    ctl.evaluate()
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if len(server.sent) == 3:
+            break
+    purposes = [p.purpose.value for _, _, p in server.sent]
+    assert purposes == ["TxDefault"] * 3  # refused twice, then accepted
+    assert _unprotected(ctl)["CP1"] == 0.0
+    assert ctl._runtime["CP1"].failsafe_tries == 3
+
+
+async def test_a_charger_that_keeps_refusing_the_failsafe_is_flagged() -> None:
+    server = RefusingServer(refusals=10**6)
+    ctl = Controller(config(), server, clock=clock_at(T0), rng=_Zero(1))
+    state = server.connect("CP1", tx=None)
+    state.profiles_ready = True
+    ctl.evaluate()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert _unprotected(ctl)["CP1"] == 1.0
+    assert len(server.sent) > 1  # still being retried
+    state.connected = False  # the connection is gone: the retries stop
+    tries = ctl._runtime["CP1"].failsafe_tries
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert ctl._runtime["CP1"].failsafe_tries <= tries + 1
+    for task in list(ctl._tasks):
+        task.cancel()
