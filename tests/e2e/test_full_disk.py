@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from tests.e2e.stack import GATEWAY, Stack
 from tests.harness.procs import Proc
 from tests.harness.timing import eventually, timeout
+from tests.harness.tmpfs import mounted_tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -74,26 +74,8 @@ DISK = 2 * 1024 * 1024
 @pytest.fixture
 def state_disk(tmp_path: Path) -> Iterator[Path]:
     """The edge's state directory on a 2 MB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    try:
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mnt)],
-            capture_output=True,
-            text=True,
-            timeout=timeout(10),
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "state", DISK) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=timeout(10))
 
 
 def _ballast(path: Path, size: int | None) -> None:
