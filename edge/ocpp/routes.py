@@ -53,9 +53,9 @@ class Link:
         return await self._ws.recv()
 
 
-class Csms16(lib.ChargePoint16):  # type: ignore[misc]
-    """OCPP 1.6 handlers. ``**payload`` everywhere: lenient chargers may send
-    anything, so fields are read with ``.get``."""
+class _Csms:
+    """What both versions' routes share: the library's ``ChargePoint`` for the
+    session's charger, handing every CALL to ``ChargerSession``."""
 
     def __init__(
         self,
@@ -64,10 +64,16 @@ class Csms16(lib.ChargePoint16):  # type: ignore[misc]
         response_timeout_s: float,
         logger: Any = _lib_log,
     ) -> None:
-        super().__init__(
+        # the library's ChargePoint, next in the MRO of Csms16 and Csms201
+        super().__init__(  # type: ignore[call-arg]
             session.state.id, link, response_timeout=response_timeout_s, logger=logger
         )
         self._session = session
+
+
+class Csms16(_Csms, lib.ChargePoint16):  # type: ignore[misc]
+    """OCPP 1.6 handlers. ``**payload`` everywhere: lenient chargers may send
+    anything, so fields are read with ``.get``."""
 
     @lib.on("BootNotification")
     async def on_boot_notification(self, **payload: Any) -> object:
@@ -134,20 +140,8 @@ class Csms16(lib.ChargePoint16):  # type: ignore[misc]
         return lib.result16.LogStatusNotification()
 
 
-class Csms201(lib.ChargePoint201):  # type: ignore[misc]
+class Csms201(_Csms, lib.ChargePoint201):  # type: ignore[misc]
     """OCPP 2.0.1 handlers."""
-
-    def __init__(
-        self,
-        session: ChargerSession,
-        link: Link,
-        response_timeout_s: float,
-        logger: Any = _lib_log,
-    ) -> None:
-        super().__init__(
-            session.state.id, link, response_timeout=response_timeout_s, logger=logger
-        )
-        self._session = session
 
     @lib.on("BootNotification")
     async def on_boot_notification(self, **payload: Any) -> object:
