@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
+import pytest
 
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
@@ -264,11 +265,17 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def test_a_batch_lost_with_its_ingest_is_resent_when_ingest_comes_back(
-    tmp_path: Path, mosquitto: MosquittoServer
+@pytest.mark.parametrize(
+    ("worker", "gone"),
+    [("ingest-a", False), ("ingest-b", True)],
+    ids=["a worker comes", "the worker that held it goes"],
+)
+async def test_a_batch_whose_answer_is_lost_is_resent_when_a_worker_comes_or_goes(
+    tmp_path: Path, mosquitto: MosquittoServer, worker: str, gone: bool
 ) -> None:
-    # the first batch vanishes (published while no worker held it); the ack
-    # timeout is far beyond the test's patience, so only the presence can save it
+    # the first batch vanishes (published while no worker held it, or held by a
+    # worker that dies: its will clears its presence); the ack timeout is far
+    # beyond the test's patience, so only the presence can save it
     cloud = FakeCloud(mosquitto.url, lambda b, n: None if n == 1 else ack(b))
     async with running(
         tmp_path, mosquitto, cloud, batch_max_records=50, ack_timeout_s=600
@@ -278,40 +285,16 @@ async def test_a_batch_lost_with_its_ingest_is_resent_when_ingest_comes_back(
         await eventually(
             lambda: len(cloud.batches) == 1, timeout_s=timeout(10), message="sent"
         )
-        await _announce_ingest(mosquitto.url, "ingest-a")
+        await _announce_ingest(mosquitto.url, worker, gone=gone)
         await eventually(
             lambda: len(cloud.stored) == 50,
             timeout_s=timeout(10),
-            message="resent when the worker announced itself",
+            message="resent when the worker came or went",
         )
         await _stop(task)
     assert uplink.metrics.timeouts == 0
     assert uplink.metrics.resent_on_presence == 1
     assert [b.first_seq for _, b in cloud.batches] == [1, 1]
-
-
-async def test_a_worker_going_away_resends_what_it_held(
-    tmp_path: Path, mosquitto: MosquittoServer
-) -> None:
-    cloud = FakeCloud(mosquitto.url, lambda b, n: None if n == 1 else ack(b))
-    async with running(
-        tmp_path, mosquitto, cloud, batch_max_records=50, ack_timeout_s=600
-    ) as (outbox, uplink):
-        await outbox.append(readings(50))
-        task = asyncio.create_task(uplink.run())
-        await eventually(
-            lambda: len(cloud.batches) == 1, timeout_s=timeout(10), message="sent"
-        )
-        # the worker that held the batch dies: its will clears its presence
-        await _announce_ingest(mosquitto.url, "ingest-b", gone=True)
-        await eventually(
-            lambda: len(cloud.stored) == 50,
-            timeout_s=timeout(10),
-            message="resent when the worker went",
-        )
-        await _stop(task)
-    assert uplink.metrics.timeouts == 0
-    assert uplink.metrics.resent_on_presence == 1
 
 
 async def test_retained_presence_at_connect_resends_nothing(
