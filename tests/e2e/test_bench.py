@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,33 +20,40 @@ from tests.harness.timing import timeout
 pytestmark = pytest.mark.e2e
 
 
+def _bench(
+    args: list[str], *, servers: tuple[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``fusebox bench ARGS`` (against ``servers`` = (PostgreSQL, broker) if
+    given); assert it exited 0 and return it with its last line's JSON."""
+    env = dict(os.environ)
+    if servers is not None:
+        env["FUSEBOX_DATABASE_URL"], env["FUSEBOX_CLOUD_MQTT_URL"] = servers
+    result = subprocess.run(
+        [sys.executable, "-m", "fusebox", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout(300),
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return result, figures
+
+
 def test_bench_pipeline_prints_its_figures(
     pg_server: str, mosquitto: MosquittoServer, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
+    result, figures = _bench(
         [
-            sys.executable,
-            "-m",
-            "fusebox",
-            "bench",
             "pipeline",
             "--readings",
             "20000",
             "--state-dir",
             str(tmp_path),
         ],
-        capture_output=True,
-        text=True,
-        timeout=timeout(300),
-        env={
-            **os.environ,
-            "FUSEBOX_DATABASE_URL": pg_server,
-            "FUSEBOX_CLOUD_MQTT_URL": mosquitto.url,
-        },
-        check=False,
+        servers=(pg_server, mosquitto.url),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
     for key in (
         "outbox_append_per_s",
         "drain_per_s",
@@ -62,12 +70,8 @@ def test_bench_pipeline_prints_its_figures(
 def test_bench_fleet_batches_live_readings_and_loses_nothing(
     pg_server: str, mosquitto: MosquittoServer, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
+    result, figures = _bench(
         [
-            sys.executable,
-            "-m",
-            "fusebox",
-            "bench",
             "fleet",
             "--gateways",
             "10",
@@ -76,18 +80,8 @@ def test_bench_fleet_batches_live_readings_and_loses_nothing(
             "--state-dir",
             str(tmp_path),
         ],
-        capture_output=True,
-        text=True,
-        timeout=timeout(300),
-        env={
-            **os.environ,
-            "FUSEBOX_DATABASE_URL": pg_server,
-            "FUSEBOX_CLOUD_MQTT_URL": mosquitto.url,
-        },
-        check=False,
+        servers=(pg_server, mosquitto.url),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["lost"] == 0
     for phase in ("baseline", "linger"):
         f = figures[phase]
@@ -101,12 +95,8 @@ def test_bench_fleet_batches_live_readings_and_loses_nothing(
 
 
 def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
-    result = subprocess.run(
+    _, figures = _bench(
         [
-            sys.executable,
-            "-m",
-            "fusebox",
-            "bench",
             "ocpp",
             "--chargers",
             "50",
@@ -119,13 +109,7 @@ def test_bench_ocpp_prints_its_figures(tmp_path: Path) -> None:
             "--state-dir",
             str(tmp_path),
         ],
-        capture_output=True,
-        text=True,
-        timeout=timeout(300),
-        check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["chargers"] == 50
     assert (
         figures["call_errors"] == 0
