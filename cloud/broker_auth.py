@@ -11,19 +11,28 @@ What to call (all async; each call opens its own short admin connection):
 
 * ``await issue_gateway_credentials(gateway_id)`` -> ``(username, password)``: creates
   the account ``gw-<gateway_id>`` with a fresh random password (32 characters) and
-  the role ``fusebox-gw-<gateway_id>``. Calling it again for the same gateway
-  **rotates** the password (the old one stops working and a connected gateway using
-  it is disconnected); the password is only ever returned, never stored in clear or
-  logged, so the caller must hand it to the gateway (its config bundle).
+  the role ``fusebox-gw-<gateway_id>``, **bound to the client id**
+  ``fusebox-edge-<gateway_id>`` (the edge's default; see "Client ids" below). Calling
+  it again for the same gateway **rotates** the password (the old one stops working
+  and a connected gateway using it is disconnected); the password is only ever
+  returned, never stored in clear or logged, so the caller must hand it to the
+  gateway (its config bundle).
 * ``await revoke_gateway_credentials(gateway_id)`` -> ``bool`` (``False`` if it had
   none): deletes the account and its role; a connected gateway is disconnected.
 * ``await list_gateway_credentials()`` -> sorted gateway ids that have an account.
 * ``await issue_cloud_credentials()`` -> ``(username, password)`` for the cloud
   services (ingest, scheduler): account ``fusebox-cloud``
   (``FUSEBOX_BROKER_CLOUD_USERNAME``), also rotating on each call.
-* ``await check_broker_auth()``: verifies that the broker answers and that the
+* ``await check_broker_auth()``: verifies that the broker answers, that the
   default ACL denies publishing and subscribing (else gateways would not be
-  confined); raises :class:`BrokerAuthError` with what to do.
+  confined) and that it refuses anonymous clients (else anyone could take over a
+  cloud service's client id); raises :class:`BrokerAuthError` with what to do.
+  It also **migrates** gateway accounts issued before client ids were bound
+  (:meth:`DynsecBrokerAuth.bind_gateway_client_ids`; each such gateway is
+  disconnected once and reconnects under its bound id). Run it at every
+  deployment; it is idempotent.
+* ``await bind_gateway_client_ids()`` -> the gateway ids whose account it (re)bound:
+  the migration alone.
 
 The functions read :class:`BrokerAuthSettings` from the environment; for several calls
 or explicit settings, use :class:`DynsecBrokerAuth` (same methods). Settings:
@@ -49,6 +58,29 @@ Anything else is refused: a refused QoS 1 publish gets PUBACK 0x87 "not authoriz
 with MQTT v5 (dropped silently with v3.1.1); a refused subscription gets SUBACK
 0x80/0x87 and no messages.
 
+Client ids. MQTT lets a new connection with a client id already in use take that
+session over: the broker disconnects the older one. Without a rule, gateway A's
+account could connect as ``fusebox-edge-B`` (or as an ingest worker) and kick B off,
+and with both reconnecting automatically they would fight forever. So:
+
+* every gateway account is bound (the plugin's ``clientid`` property) to its own
+  id, :func:`gateway_client_id` = ``fusebox-edge-<gateway_id>``: the broker refuses
+  any other id with that account at CONNECT (CONNACK 5 "not authorised" with
+  MQTT 3.1.1, 0x87 with v5) *before* touching the session that id belongs to, so
+  the gateway already connected under it stays connected;
+* the cloud services (``fusebox-ingest-<random>``, ``fusebox-scheduler-<random>``,
+  ``fusebox-broker-admin-<random>``: :data:`CLOUD_CLIENT_PREFIXES`) share the one
+  cloud account and pick random ids, so that account cannot be bound to one id.
+  Their ids are reserved instead: no gateway account can use them (each is bound to
+  a ``fusebox-edge-`` id), anonymous clients are refused (``allow_anonymous
+  false``, verified by ``check_broker_auth``) and the cloud services refuse to use
+  a ``fusebox-edge-`` id themselves (``cloud.mqtt.cloud_client``). Only holders of
+  the cloud or admin password can use a cloud id.
+
+An edge whose config sets ``cloud.client_id`` to anything but its bound id is
+refused at CONNECT; ``edge.config`` rejects such a config before it starts, and the
+edge's log says what to do when the broker refuses it anyway.
+
 Setting up the broker (once):
 
 1. Create the plugin's file with an admin account (the JSON the plugin expects; same
@@ -71,6 +103,14 @@ Setting up the broker (once):
    on any link that leaves the host: the commands carry new passwords in clear.
 4. ``await issue_cloud_credentials()`` and give the ingest workers and the scheduler
    that account in ``FUSEBOX_CLOUD_MQTT_URL``.
+5. At every deployment (and once after upgrading to client-id binding):
+   ``await check_broker_auth()``. It refuses a broker that is open to anonymous
+   clients or whose default ACL lets accounts publish or subscribe, and binds
+   gateway accounts issued before client ids were bound (each such gateway is
+   disconnected once and reconnects under ``fusebox-edge-<id>``)::
+
+       python -c 'import asyncio, cloud.broker_auth as b; \\
+           print(asyncio.run(b.check_broker_auth()))'
 
 Exceptions::
 
@@ -84,6 +124,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -111,17 +152,21 @@ from protocols.contract import INGEST_PRESENCE_FILTER, TOPIC_ROOT
 from protocols.urls import BadURL, MqttTarget, parse_mqtt_url
 
 __all__ = [
+    "CLOUD_CLIENT_PREFIXES",
     "CLOUD_ROLE",
+    "EDGE_CLIENT_PREFIX",
     "BrokerAdminAuthError",
     "BrokerAuthError",
     "BrokerAuthSettings",
     "BrokerCommandError",
     "BrokerUnreachableError",
     "DynsecBrokerAuth",
+    "bind_gateway_client_ids",
     "check_broker_auth",
     "cloud_acls",
     "find_dynsec_plugin",
     "gateway_acls",
+    "gateway_client_id",
     "gateway_role",
     "gateway_username",
     "issue_cloud_credentials",
@@ -139,6 +184,15 @@ RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 GATEWAY_USER_PREFIX = "gw-"
 GATEWAY_ROLE_PREFIX = "fusebox-gw-"
 CLOUD_ROLE = "fusebox-cloud"
+# The one client id a gateway account may connect with is this + its gateway id
+# (edge.agent's default); the cloud services' random ids start with one of the
+# others, which no gateway account can therefore use.
+EDGE_CLIENT_PREFIX = "fusebox-edge-"
+ADMIN_CLIENT_PREFIX = "fusebox-broker-admin-"
+CLOUD_CLIENT_PREFIXES = ("fusebox-ingest-", "fusebox-scheduler-", ADMIN_CLIENT_PREFIX)
+# modifyClient commands per admin message when migrating (each is ~150 bytes, far
+# under the broker's max_packet_size)
+_BIND_CHUNK = 500
 
 # Same rule as protocols.contract.GatewayId: no MQTT wildcards or separators.
 _GATEWAY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # use fullmatch
@@ -202,6 +256,13 @@ def _check_gateway_id(gateway_id: str) -> str:
 def gateway_username(gateway_id: str) -> str:
     """The broker account of a gateway: ``gw-<gateway_id>``."""
     return GATEWAY_USER_PREFIX + _check_gateway_id(gateway_id)
+
+
+def gateway_client_id(gateway_id: str) -> str:
+    """The only MQTT client id the account of ``gateway_id`` may connect with:
+    ``fusebox-edge-<gateway_id>``, what the edge uses unless ``cloud.client_id`` is
+    set."""
+    return EDGE_CLIENT_PREFIX + _check_gateway_id(gateway_id)
 
 
 def gateway_role(gateway_id: str) -> str:
@@ -383,7 +444,8 @@ class DynsecBrokerAuth:
     # ----------------------------------------------------------------- operations
 
     async def issue_gateway_credentials(self, gateway_id: str) -> tuple[str, str]:
-        """Create (or rotate) the gateway's account: ``(username, password)``."""
+        """Create (or rotate) the gateway's account: ``(username, password)``. It
+        may connect only with the client id :func:`gateway_client_id`."""
         username = gateway_username(gateway_id)
         password = new_password()
         await self._replace_account(
@@ -392,8 +454,14 @@ class DynsecBrokerAuth:
             gateway_role(gateway_id),
             gateway_acls(gateway_id),
             f"Fusebox gateway {gateway_id}",
+            clientid=gateway_client_id(gateway_id),
         )
-        log.info("broker account %s issued for gateway %s", username, gateway_id)
+        log.info(
+            "broker account %s issued for gateway %s (client id %s)",
+            username,
+            gateway_id,
+            gateway_client_id(gateway_id),
+        )
         return username, password
 
     async def revoke_gateway_credentials(self, gateway_id: str) -> bool:
@@ -416,21 +484,65 @@ class DynsecBrokerAuth:
 
     async def list_gateway_credentials(self) -> list[str]:
         """Gateway ids that have a broker account, sorted."""
+        return sorted(await self._gateway_accounts())
+
+    async def _gateway_accounts(self) -> dict[str, str | None]:
+        """``gateway id -> the client id its account is bound to (None: unbound)``."""
         reply = (
             await self._run(
-                [{"command": "listClients", "verbose": False, "count": -1, "offset": 0}]
+                [{"command": "listClients", "verbose": True, "count": -1, "offset": 0}]
             )
         )[0]
         if reply.get("error"):
             raise BrokerCommandError(f"listClients: {reply['error']}")
         clients = (reply.get("data") or {}).get("clients") or []
-        ids = []
+        accounts: dict[str, str | None] = {}
         for c in clients:
-            name = c if isinstance(c, str) else c.get("username", "")
+            entry = {"username": c} if isinstance(c, str) else c
+            name = str(entry.get("username", ""))
             gw = name[len(GATEWAY_USER_PREFIX) :]
             if name.startswith(GATEWAY_USER_PREFIX) and _GATEWAY_ID.fullmatch(gw):
-                ids.append(gw)
-        return sorted(ids)
+                bound = entry.get("clientid")
+                accounts[gw] = bound if isinstance(bound, str) and bound else None
+        return accounts
+
+    async def bind_gateway_client_ids(self) -> list[str]:
+        """Bind every gateway account to :func:`gateway_client_id` where it is not
+        (accounts issued before the binding existed, or changed by hand); returns
+        those gateway ids, sorted. Idempotent. The broker disconnects a gateway
+        whose account changes; it reconnects at once under its bound id (an edge
+        whose ``cloud.client_id`` is something else is then refused, and says so).
+        """
+        wrong = sorted(
+            gw
+            for gw, bound in (await self._gateway_accounts()).items()
+            if bound != gateway_client_id(gw)
+        )
+        for start in range(0, len(wrong), _BIND_CHUNK):
+            chunk = wrong[start : start + _BIND_CHUNK]
+            replies = await self._run(
+                [
+                    {
+                        "command": "modifyClient",
+                        "username": gateway_username(gw),
+                        "clientid": gateway_client_id(gw),
+                    }
+                    for gw in chunk
+                ]
+            )
+            for gw, reply in zip(chunk, replies, strict=True):
+                if reply.get("error"):
+                    raise BrokerCommandError(
+                        f"modifyClient {gateway_username(gw)}: {reply['error']}"
+                    )
+        if wrong:
+            log.warning(
+                "broker: bound %d gateway account(s) to their client id "
+                "fusebox-edge-<gateway id> (issued before ids were bound): %s",
+                len(wrong),
+                ", ".join(wrong[:20]) + (" ..." if len(wrong) > 20 else ""),
+            )
+        return wrong
 
     async def issue_cloud_credentials(self) -> tuple[str, str]:
         """Create (or rotate) the cloud services' account; ``(username, password)``."""
@@ -445,8 +557,10 @@ class DynsecBrokerAuth:
         log.info("broker account %s issued for the cloud services", self.cloud_username)
         return self.cloud_username, password
 
-    async def check(self) -> None:
-        """Raise :class:`BrokerAuthError` unless the broker confines accounts."""
+    async def check(self) -> list[str]:
+        """Raise :class:`BrokerAuthError` unless the broker confines accounts and
+        refuses anonymous clients; then bind gateway accounts issued before client
+        ids were (:meth:`bind_gateway_client_ids`) and return their ids."""
         reply = (await self._run([{"command": "getDefaultACLAccess"}]))[0]
         if reply.get("error"):
             raise BrokerCommandError(f"getDefaultACLAccess: {reply['error']}")
@@ -460,6 +574,37 @@ class DynsecBrokerAuth:
                 "could use any gateway's topics. Fix with `mosquitto_ctrl ... dynsec "
                 "setDefaultACLAccess publishClientSend deny` (and `subscribe deny`)"
             )
+        await self._refuses_anonymous()
+        return await self.bind_gateway_client_ids()
+
+    async def _refuses_anonymous(self) -> None:
+        """An anonymous client could connect under a cloud service's client id and
+        take its session over: the broker must refuse it."""
+        a = self.admin
+        probe = Client(
+            a.host,
+            a.port,
+            identifier=f"{ADMIN_CLIENT_PREFIX}anonymous-probe-{uuid.uuid4().hex[:8]}",
+            tls_params=self._tls() if a.tls else None,
+            timeout=self.timeout_s,
+        )
+        try:
+            await probe.__aenter__()
+        except MqttConnectError as exc:
+            if _code(exc.rc) in _AUTH_REFUSED:
+                return
+            raise BrokerUnreachableError(self._lost(exc)) from None
+        except (MqttError, OSError) as exc:
+            raise BrokerUnreachableError(self._lost(exc)) from None
+        with contextlib.suppress(MqttError, OSError):
+            await probe.__aexit__(None, None, None)
+        raise BrokerAuthError(
+            f"the broker at {a.url()} accepts anonymous clients: anyone reaching it "
+            "could connect under a cloud service's client id (fusebox-ingest-..., "
+            "fusebox-scheduler-...) and take its session over. Set "
+            "`allow_anonymous false` in mosquitto.conf (with "
+            "`per_listener_settings false`, for every listener) and restart it"
+        )
 
     async def _replace_account(
         self,
@@ -468,6 +613,8 @@ class DynsecBrokerAuth:
         role: str,
         acls: Sequence[dict[str, Any]],
         text: str,
+        *,
+        clientid: str | None = None,
     ) -> None:
         # One message: the broker applies it in order before serving anyone else, so
         # no client ever sees a half-made account. Deleting first makes this
@@ -483,6 +630,8 @@ class DynsecBrokerAuth:
                     "password": password,
                     "textname": text,
                     "roles": [{"rolename": role, "priority": 0}],
+                    # only this client id may connect as ``username`` (dynsec)
+                    **({"clientid": clientid} if clientid else {}),
                 },
             ]
         )
@@ -558,7 +707,7 @@ class DynsecBrokerAuth:
             a.port,
             username=a.username,
             password=a.password,
-            identifier=f"fusebox-broker-admin-{uuid.uuid4().hex[:12]}",
+            identifier=f"{ADMIN_CLIENT_PREFIX}{uuid.uuid4().hex[:12]}",
             protocol=ProtocolVersion.V5,
             tls_params=self._tls() if a.tls else None,
             timeout=self.timeout_s,
@@ -650,6 +799,15 @@ async def issue_cloud_credentials(
     return await DynsecBrokerAuth.from_settings(settings).issue_cloud_credentials()
 
 
-async def check_broker_auth(*, settings: BrokerAuthSettings | None = None) -> None:
-    """Raise :class:`BrokerAuthError` unless the broker is reachable and confining."""
-    await DynsecBrokerAuth.from_settings(settings).check()
+async def check_broker_auth(*, settings: BrokerAuthSettings | None = None) -> list[str]:
+    """Raise :class:`BrokerAuthError` unless the broker is reachable, confining and
+    closed to anonymous clients; binds old gateway accounts to their client id and
+    returns those gateway ids."""
+    return await DynsecBrokerAuth.from_settings(settings).check()
+
+
+async def bind_gateway_client_ids(
+    *, settings: BrokerAuthSettings | None = None
+) -> list[str]:
+    """Bind every gateway account to ``fusebox-edge-<gateway id>``; the ids bound."""
+    return await DynsecBrokerAuth.from_settings(settings).bind_gateway_client_ids()

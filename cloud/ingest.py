@@ -20,6 +20,13 @@ connections. When the queue is full, or PostgreSQL fails, the worker answers
 ``Busy(retry_after_s)`` at once instead of letting work pile up; the edge holds the
 readings meanwhile. A batch that fails the contract is answered ``Reject`` (when it
 names its range) and recorded in ``rejected_batches``; the worker carries on.
+
+Quarantine (``cloud.screening``): a batch that meets the contract but holds a value
+PostgreSQL cannot store (a NUL character, a NaN or binary data in an event) loses
+only those items, counted by reason in ``BatchStore.quarantine`` and logged once
+per gateway and reason; the rest is stored and the whole range acked. A session
+event whose charger id could not be in a lease is stored raw in ``events`` but not
+folded into ``sessions``, so it never reaches the scheduler.
 """
 
 from __future__ import annotations
@@ -40,7 +47,15 @@ import asyncpg
 import msgpack
 
 from cloud.db import Partitions
-from cloud.mqtt import Client, MqttError, Will, cloud_client
+from cloud.mqtt import Client, MqttError, Will, check_cloud_client_id, cloud_client
+from cloud.screening import (
+    CHARGER_ID_PATTERN,
+    SESSION_EVENT_INVALID,
+    Finding,
+    Quarantine,
+    charger_id_problem,
+    screen_batch,
+)
 from protocols import contract
 from protocols.backoff import Backoff, Reconnect
 from protocols.events import (
@@ -112,6 +127,8 @@ class BatchStore:
         self._gateways: set[str] = set()
         self._streams: dict[tuple[str, str, str], int] = {}
         self.bad_session_events = 0
+        # items taken out of batches, by reason (cloud.screening)
+        self.quarantine = Quarantine(log)
 
     @staticmethod
     async def init_connection(conn: asyncpg.Connection) -> None:
@@ -147,7 +164,13 @@ class BatchStore:
         return [self._streams[(gw, d, n)] for d, n in batch.streams]
 
     async def store(self, conn: asyncpg.Connection, batch: contract.Batch) -> int:
-        """Store one batch; returns the gateway's ``stored_through_seq`` after it."""
+        """Store one batch; returns the gateway's ``stored_through_seq`` after it.
+
+        What PostgreSQL cannot store is taken out first and counted
+        (``cloud.screening``); the rest is stored and the whole range covered."""
+        batch, findings = screen_batch(batch)
+        for finding in findings:
+            self.quarantine.record(finding, "not stored")
         gw = batch.gw
         if gw not in self._gateways:
             await conn.execute(
@@ -195,10 +218,18 @@ class BatchStore:
                 continue
             try:
                 event = parse_event(kind, data)
+                problem = charger_id_problem(getattr(event, "charger_id", None))
+                reason = CHARGER_ID_PATTERN
             except EventError as exc:
-                # the raw event is stored; only the fold is skipped
+                problem, reason = str(exc), SESSION_EVENT_INVALID
+            if problem is not None:
+                # the raw event is stored; only the fold is skipped, so that the
+                # scheduler never meets a charger it cannot put in a lease
                 self.bad_session_events += 1
-                log.warning("ingest: %s seq %d not folded: %s", batch.gw, seq, exc)
+                self.quarantine.record(
+                    Finding(reason, batch.gw, seq, f"{kind}: {problem}"),
+                    "stored raw, not folded into sessions",
+                )
                 continue
             if isinstance(event, SessionStarted):
                 await conn.execute(
@@ -359,7 +390,9 @@ class IngestWorker:
         self.queue: asyncio.Queue[tuple[contract.Batch, float]] = asyncio.Queue(
             queue_max
         )
-        self.client_id = client_id or f"fusebox-ingest-{random.getrandbits(32):08x}"
+        self.client_id = check_cloud_client_id(
+            client_id or f"fusebox-ingest-{random.getrandbits(32):08x}"
+        )
         # the presence topic names the worker; a client id that cannot be a topic
         # level (a "/" or "+" in it) is replaced by a stable hash of it
         worker = self.client_id
@@ -666,12 +699,13 @@ class IngestWorker:
             if m.readings_stored != last_rows or m.busy_sent:
                 log.info(
                     "ingest: %.0f readings/s; stored %d batches, %d readings; busy %d, "
-                    "rejected %d, queue %d",
+                    "rejected %d, quarantined %d, queue %d",
                     rate,
                     m.batches_stored,
                     m.readings_stored,
                     m.busy_sent,
                     m.rejected,
+                    self.store.quarantine.total,
                     self.queue.qsize(),
                 )
             last_rows, last_t = m.readings_stored, now

@@ -25,6 +25,12 @@ clock is simulated and fast) it:
    ``plans`` and publishes it as a retained :class:`~protocols.lease.Lease` on
    ``down/schedule``.
 
+One bad charger never stops a site's planning: a charger whose id could not be
+in a lease (``cloud.screening.charger_id_problem``), or whose part of the lease
+cannot be built (``cloud.screening.compose_skipping``), is left out with a log
+line (once an hour per charger) and ``chargers_skipped`` counted; the others are
+planned, and it is no reason to replan until something else changes.
+
 Versions rise per gateway: ``max(previous) + 1``, taken under a per-gateway
 advisory lock, and ``(gateway_id, version)`` is the primary key, so two schedulers
 can never issue one version twice. ``valid_until`` is ``now + lease_validity_s`` on
@@ -58,7 +64,8 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.mqtt import Client, MqttError, cloud_client
+from cloud.mqtt import Client, MqttError, check_cloud_client_id, cloud_client
+from cloud.screening import charger_id_problem, compose_skipping
 from cloud.tariffs import load_prices, read_slots
 from protocols import contract
 from protocols.backoff import Backoff, Reconnect
@@ -161,6 +168,7 @@ class SchedulerMetrics:
     bad_payloads: int = 0
     db_failures: int = 0
     planning_failures: int = 0
+    chargers_skipped: int = 0  # left out of a plan (a bad id or settings)
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -242,7 +250,7 @@ class Scheduler:
         self.mqtt = mqtt
         self.clock = clock or Clock(real=time.time)
         self.settings = settings or SchedulerSettings()
-        self.client_id = (
+        self.client_id = check_cloud_client_id(
             client_id
             or self.settings.client_id
             or f"fusebox-scheduler-{random.getrandbits(32):08x}"
@@ -254,6 +262,8 @@ class Scheduler:
         self._pool: asyncpg.Pool | None = None
         self._db_ok = True
         self._held: dict[str, float] = {}  # gateway -> monotonic time to retry
+        # gateway -> chargers its last plan left out (not a reason to replan)
+        self._skipped: dict[str, set[str]] = {}
         self._warned: dict[str, float] = {}  # warning key -> monotonic time
         self._writes: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(2000)
 
@@ -397,7 +407,12 @@ class Scheduler:
         )
         out: list[tuple[str, Reason]] = []
         for r in rows:
-            active = set(r["active_ids"])
+            left_out = self._skipped.get(r["gateway_id"], set())
+            active = {
+                c
+                for c in r["active_ids"]
+                if c not in left_out and charger_id_problem(c) is None
+            }
             planned = set(r["charger_ids"] or [])
             since = r["inputs_at"]
             reason: Reason | None = None
@@ -441,11 +456,16 @@ class Scheduler:
         tz = self._zone(gw, site.timezone)
         chargers: list[ChargerInputs] = []
         seen: set[str] = set()
+        self._skipped[gw] = set()
         for s in sessions:
             cid = s["charger_id"]
             if cid in seen:  # two open sessions started at the same instant
                 continue
             seen.add(cid)
+            problem = charger_id_problem(cid)
+            if problem is not None:
+                self._skip(gw, cid, problem)
+                continue
             chargers.append(
                 await self._charger_inputs(
                     conn, gw, s, configured.get(cid), prefs.get(cid), tz, now
@@ -638,9 +658,11 @@ class Scheduler:
                 "SELECT coalesce(max(version), 0) + 1 FROM plans WHERE gateway_id = $1",
                 gw,
             )
-            composed = compose_lease(
+            composed, inputs, skipped = compose_skipping(
                 inputs, now=now, version=version, validity=validity
             )
+            for cid, why in skipped:
+                self._skip(gw, cid, why)
             lease = composed.lease
             await conn.execute(
                 "INSERT INTO plans (gateway_id, version, issued_at, valid_until,"
@@ -674,6 +696,15 @@ class Scheduler:
             "" if composed.feasible else " (not all feasible)",
         )
         return lease
+
+    def _skip(self, gw: str, charger_id: str, why: str) -> None:
+        """Leave a charger out of ``gw``'s plan (the rest is planned), say so once
+        an hour per charger, and do not replan for it until something changes."""
+        self.metrics.chargers_skipped += 1
+        self._skipped.setdefault(gw, set()).add(charger_id)
+        self._warn(f"skip:{gw}:{charger_id}", 3600,
+                   "scheduler: %s: charger %.80r left out of the plan (%s); the "
+                   "rest of the site is planned", gw, charger_id, why)  # fmt: skip
 
     async def _publish_lease(self, client: Client, lease: Lease) -> None:
         await client.publish(

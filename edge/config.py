@@ -63,10 +63,23 @@ class CloudLink(_Strict):
     username: str | None = None
     password: str | None = None
     client_id: str | None = Field(
-        default=None, description="defaults to fusebox-edge-<gateway_id>"
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="defaults to fusebox-edge-<gateway_id>, the only id the cloud "
+        "broker lets this gateway's account (gw-<gateway_id>) connect with",
     )
 
     _url = field_validator("mqtt_url")(_check_url)
+
+    def account(self) -> str | None:
+        """The broker username in force: ``username``, else the URL's."""
+        if self.username:
+            return self.username
+        try:
+            return parse_mqtt_url(self.mqtt_url).username
+        except BadURL:
+            return None
 
 
 class LocalBroker(_Strict):
@@ -314,6 +327,33 @@ class EdgeConfig(_Strict):
         if self.local_api.enabled is not None:
             return self.local_api.enabled
         return bool(self.chargers or self.meters or self.ocpp.allow_discovery)
+
+    @model_validator(mode="after")
+    def _bound_client_id(self) -> EdgeConfig:
+        """A Fusebox broker account ``gw-<X>`` may only connect as
+        ``fusebox-edge-<X>`` (cloud.broker_auth): refuse a config the broker would
+        refuse, with the fix, before it starts."""
+        account = self.cloud.account() or ""
+        if not account.startswith("gw-"):
+            return self  # not a Fusebox gateway account (a dev broker, say)
+        bound = "fusebox-edge-" + account[3:]
+        used = self.cloud.client_id or f"fusebox-edge-{self.gateway_id}"
+        if used == bound:
+            return self
+        if self.cloud.client_id:
+            raise ValueError(
+                f"cloud.client_id {self.cloud.client_id!r}: the cloud broker lets "
+                f"the account {account!r} connect only with the client id {bound!r} "
+                "and refuses any other; remove client_id (its default is "
+                "fusebox-edge-<gateway_id>)"
+            )
+        raise ValueError(
+            f"cloud username {account!r} is the broker account of gateway "
+            f"{account[3:]!r}, but gateway_id is {self.gateway_id!r}: the broker "
+            f"would refuse it. Use this gateway's own account (username "
+            f"'gw-{self.gateway_id}', from its config bundle or POST "
+            f"/v1/gateways/{self.gateway_id}/broker_credentials)"
+        )
 
     @model_validator(mode="after")
     def _unique_meter_ids(self) -> EdgeConfig:

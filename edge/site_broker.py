@@ -11,6 +11,10 @@ turn of the broker's loop as the PUBACK of every message it queues for the edge,
 so a crash can only lose the readings acknowledged while that save was running
 (README, "How it keeps readings safe", states the measured window).
 
+It also bounds the packet size (``max_packet_size``,
+``protocols.broker_limits.SITE_MAX_PACKET_BYTES``): a LAN client cannot make the
+broker buffer, queue and save megabytes.
+
 ``SITE_BROKER_CONF`` is the config ``fusebox edge init`` writes beside the edge
 config; ``deploy/mosquitto-site.conf`` carries the same settings (a unit test
 holds them together). ``read_durability`` is what the edge shows the installer:
@@ -22,6 +26,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from protocols.broker_limits import SITE_MAX_PACKET_BYTES
 
 # Mosquitto 2.0 defaults for the settings below (man mosquitto.conf)
 _DEFAULT_AUTOSAVE_INTERVAL = 1800
@@ -64,6 +70,13 @@ max_queued_messages 100000
 # 10,000 backlog take 12 s instead of half a second.
 max_inflight_messages 1000
 
+# Largest packet accepted (bytes, header and topic included): a client sending
+# a bigger one is disconnected before the broker buffers, queues and saves it.
+# A meter's reading is at most 64 KiB (the edge counts a bigger one as
+# too_large and drops it); 256 KiB leaves room for its topic and for other
+# small devices on the LAN.
+max_packet_size {max_packet_size}
+
 log_dest stdout
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 """
@@ -73,7 +86,11 @@ def site_broker_config(*, persistence_location: str, port: int = 1883) -> str:
     """The recommended site broker config, listening on ``port`` and keeping its
     database in the directory ``persistence_location``."""
     location = persistence_location.rstrip("/") + "/"
-    return SITE_BROKER_CONF.format(port=port, persistence_location=location)
+    return SITE_BROKER_CONF.format(
+        port=port,
+        persistence_location=location,
+        max_packet_size=SITE_MAX_PACKET_BYTES,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,40 @@ def _refused(code: Any) -> bool:
     return isinstance(value, int) and value >= 0x80
 
 
+# Upper bounds of what a batch's MessagePack takes (_fit): the head (type, gw,
+# epoch, range, sent_ms, keys), a record's row without its event data (array,
+# seq, ts, stream index, float), a stream's [device, name] without the strings.
+_BATCH_HEAD_BYTES = 512
+_ROW_BYTES = 1 + 9 + 9 + 5 + 9
+_STREAM_BYTES = 1 + 5 + 5
+
+# CONNACK codes of a refused login: MQTT 3.1.1 (4 bad user name or password, 5 not
+# authorised) and v5 (0x85 client id not valid, 0x86, 0x87)
+_LOGIN_REFUSED = {4, 5, 0x85, 0x86, 0x87}
+
+
+def login_refused(exc: BaseException, cfg: UplinkConfig) -> str | None:
+    """What to do when the cloud broker refused this gateway's login, else None.
+
+    Mosquitto answers a wrong password and a client id the account is not bound to
+    (cloud.broker_auth binds ``gw-<id>`` to ``fusebox-edge-<id>``) alike, so the
+    message names both fixes."""
+    rc = getattr(exc, "rc", None)
+    if getattr(rc, "value", rc) not in _LOGIN_REFUSED:
+        return None
+    t = cfg.target
+    return (
+        f"uplink: the cloud broker {t.url()} refused the login of account "
+        f"{t.username or '(none)'!r} with client id {cfg.client_id!r} ({exc}). "
+        "Either the password is wrong or was rotated: install this gateway's new "
+        "config bundle (POST /v1/gateways/"
+        f"{cfg.gateway_id}/broker_credentials issues one); or the client id is not "
+        "the one the account is bound to: a Fusebox account gw-<gateway_id> "
+        "connects only as fusebox-edge-<gateway_id>, so remove cloud.client_id "
+        "from the edge config. Readings stay in the outbox; retrying with backoff"
+    )
+
+
 @dataclass(slots=True)
 class UplinkConfig:
     """How the uplink connects and sends: gateway, broker target, batching, window, ack
@@ -248,6 +282,7 @@ class Uplink:
         self.extra_status = extra_status or (lambda: {})
         self._plan: SendPlan | None = None
         self._answer = asyncio.Event()
+        self._refusal: str | None = None  # the login refusal last logged
 
     # ------------------------------------------------------------------ status
 
@@ -302,6 +337,7 @@ class Uplink:
                     timeout=10,
                 ) as client:
                     again = reconnect.succeeded()
+                    self._refusal = None
                     log.info("uplink: connected to %s%s", t.url(), " again" * again)
                     self.metrics.connected = True
                     await client.subscribe(contract.down_filter(gw), qos=1)
@@ -321,13 +357,17 @@ class Uplink:
                 self.metrics.connected = False
                 self.metrics.reconnects += 1
                 delay = reconnect.failed(self.rng)
-                if reconnect.first_failure:
+                refusal = login_refused(group.exceptions[0], self.cfg)
+                if refusal is not None and refusal != self._refusal:
+                    log.error("%s", refusal)  # once, until the login works
+                elif refusal is None and reconnect.first_failure:
                     log.warning(
                         "uplink: cloud broker %s unreachable (%s); readings stay in "
                         "the outbox; retrying with backoff",
                         t.url(),
                         group.exceptions[0],
                     )
+                self._refusal = refusal
                 await asyncio.sleep(delay)
             finally:
                 self.metrics.connected = False
@@ -563,7 +603,7 @@ class Uplink:
         # 1. live records, newest region first, once they have lingered
         waiting = self.outbox.last_seq - plan.live_next + 1
         if plan.live_ready(now, waiting, limit):
-            rows = await self.outbox.read(plan.live_next, None, limit)
+            rows = self._fit(await self.outbox.read(plan.live_next, None, limit))
             if rows:
                 first, last = plan.live_next, rows[-1].seq
                 plan.live_next = last + 1
@@ -576,11 +616,32 @@ class Uplink:
         # 3. backlog, oldest first
         start = max(plan.backlog_next, plan.acked_through + 1)
         if start <= backlog_end:
-            rows = await self.outbox.read(start, backlog_end, limit)
-            last = rows[-1].seq if len(rows) == limit else backlog_end
+            read = await self.outbox.read(start, backlog_end, limit)
+            rows = self._fit(read)
+            cut = len(read) == limit or len(rows) < len(read)
+            last = rows[-1].seq if cut else backlog_end
             plan.backlog_next = last + 1
             return start, last, 0, rows
         return None
+
+    def _fit(self, rows: list[Row]) -> list[Row]:
+        """The longest prefix of ``rows`` (at least one) whose batch stays within
+        ``contract.MAX_BATCH_BYTES``: the ingest worker refuses a bigger payload
+        and the cloud broker's packet limit (protocols.broker_limits) is set from
+        it. Estimated from above, so the packed batch is never bigger. A resend
+        of the range reads the same rows or fewer (pruned), never more."""
+        budget = contract.MAX_BATCH_BYTES - _BATCH_HEAD_BYTES
+        streams: set[int] = set()
+        used = 0
+        for i, r in enumerate(rows):
+            used += _ROW_BYTES + (len(r.data) if r.data is not None else 0)
+            if r.stream not in streams:
+                streams.add(r.stream)
+                device, name = self.outbox.store.stream_name(r.stream)
+                used += _STREAM_BYTES + len(device.encode()) + len(name.encode())
+            if used > budget and i > 0:
+                return rows[:i]
+        return rows
 
     def _payload(self, first: int, last: int, rows: list[Row]) -> tuple[bytes, int]:
         store = self.outbox.store

@@ -30,6 +30,13 @@ amqtt does **not** support shared subscriptions (``$share/group/filter``): a sub
 to one receives nothing. Check ``handle.supports_shared_subscriptions`` and subscribe
 with a plain filter (a single ingest worker) when it is ``False``.
 
+Packet size: the private Mosquitto refuses packets over ``max_packet_size`` (default
+``protocols.broker_limits.CLOUD_MAX_PACKET_BYTES``, 3 MiB, the shipped cloud
+broker's limit: a client sending more is disconnected). amqtt 0.12 has no such
+setting (it reads any packet the protocol allows, up to 256 MB); it only listens on
+the loopback address by default and is meant for a single-user demo, never for a
+broker reachable by others: use Mosquitto there.
+
 Exceptions::
 
     EmbeddedError (RuntimeError)
@@ -56,6 +63,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar
+
+from protocols.broker_limits import CLOUD_MAX_PACKET_BYTES
 
 if TYPE_CHECKING:
     from amqtt.broker import Broker
@@ -241,6 +250,8 @@ class MosquittoProcess:
     autosave_on_changes: bool = False
     max_queued_messages: int = 1_000_000
     max_inflight_messages: int = 100
+    # bytes; a client sending a bigger packet is disconnected
+    max_packet_size: int = CLOUD_MAX_PACKET_BYTES
     start_timeout_s: float = 10.0
     binary: str | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -349,6 +360,7 @@ class MosquittoProcess:
             f"autosave_interval {self.autosave_interval_s}",
             f"max_queued_messages {self.max_queued_messages}",
             f"max_inflight_messages {self.max_inflight_messages}",
+            f"max_packet_size {self.max_packet_size}",
             "set_tcp_nodelay true",
             f"log_dest file {self.log_path}",
             "log_type error",

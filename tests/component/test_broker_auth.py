@@ -56,6 +56,14 @@ def topic(gw: str, leaf: str) -> str:
     return f"fusebox/v1/gw/{gw}/{leaf}"
 
 
+def client_id(username: str | None) -> str:
+    """The id to connect with: a gateway account's bound id (any other is refused,
+    tests/component/test_broker_client_ids.py), else a random one."""
+    if username and username.startswith("gw-"):
+        return "fusebox-edge-" + username[3:]
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[MosquittoServer]:
     server = dynsec_server(tmp_path / "broker", ADMIN, ADMIN_PASSWORD).start()
@@ -87,6 +95,7 @@ async def connect(
         broker.mqtt_port,
         username=username,
         password=password,
+        identifier=client_id(username),
         protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
         timeout=timeout(5),
     ) as client:
@@ -125,7 +134,9 @@ def puback_code(broker: MosquittoServer, user: str, password: str, to: str) -> i
     """
     done = threading.Event()
     result: dict[str, Any] = {}
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id(user), protocol=paho.MQTTv5
+    )
     client.username_pw_set(user, password)
 
     def on_publish(
@@ -213,7 +224,12 @@ async def test_the_services_real_topics_are_allowed(
     # The edge's uplink: a last will on its own up/status, its down/# subscription.
     will = aiomqtt.Will(contract.up_status("gw-a"), b"offline", qos=1, retain=True)
     async with aiomqtt.Client(
-        "127.0.0.1", broker.mqtt_port, username=gw[0], password=gw[1], will=will
+        "127.0.0.1",
+        broker.mqtt_port,
+        username=gw[0],
+        password=gw[1],
+        identifier=client_id(gw[0]),
+        will=will,
     ) as edge:
         assert codes(await edge.subscribe(contract.down_filter("gw-a"), qos=1)) == [1]
         message = await next_message(edge, timeout(5))
@@ -236,7 +252,7 @@ def crash_with_will(
         _mqtt_str(b"MQTT")
         + bytes([4, 0x80 | 0x40 | 0x08 | 0x04 | 0x02])  # user, pw, will QoS 1, clean
         + (60).to_bytes(2, "big")
-        + _mqtt_str(f"crash-{uuid.uuid4().hex[:8]}".encode())
+        + _mqtt_str(client_id(user).encode())
         + _mqtt_str(will_topic.encode())
         + _mqtt_str(b"offline")
         + _mqtt_str(user.encode())
@@ -561,7 +577,12 @@ async def _use_sample_broker(tls_port: int, ca: Path) -> None:
     user, password = await auth.issue_gateway_credentials("gw-a")
     tls = aiomqtt.TLSParameters(ca_certs=str(ca))
     async with aiomqtt.Client(
-        "127.0.0.1", tls_port, username=user, password=password, tls_params=tls
+        "127.0.0.1",
+        tls_port,
+        username=user,
+        password=password,
+        identifier=client_id(user),
+        tls_params=tls,
     ) as gw:
         await gw.publish(topic("gw-a", "up/batch"), b"x", qos=1)
     with pytest.raises(MqttConnectError):

@@ -12,6 +12,10 @@ test fails, look at ``mosquitto.log_tail()`` (or the log under the tmp dir).
 ``use_settings_of()`` swaps the 1 s autosave for the shipped site broker's settings
 (save on every change), for tests of what a broker crash loses.
 
+Like every broker Fusebox ships, it refuses packets over a size limit
+(``max_packet_size``): the cloud broker's (``CLOUD_MAX_PACKET_BYTES``) unless
+``max_packet_size`` is given, or the site broker's after ``use_settings_of()``.
+
 For a broker with authentication, pass ``extra_conf`` (lines appended to the generated
 config; a later ``allow_anonymous false`` wins) or use :func:`dynsec_server`, which
 loads Mosquitto's dynamic security plugin with one admin account.
@@ -26,6 +30,7 @@ import pytest
 
 from edge.site_broker import mosquitto_settings, parse_durability
 from fusebox.embedded import MosquittoProcess
+from protocols.broker_limits import CLOUD_MAX_PACKET_BYTES
 from tests.harness.timing import timeout
 
 # the site broker config docker-compose.yml runs (the one `fusebox edge init` writes
@@ -55,6 +60,7 @@ class MosquittoServer(MosquittoProcess):
         *,
         port: int | None = None,
         extra_conf: Sequence[str] = (),
+        max_packet_size: int = CLOUD_MAX_PACKET_BYTES,
     ) -> None:
         super().__init__(
             state_dir=state_dir,
@@ -63,6 +69,7 @@ class MosquittoServer(MosquittoProcess):
             autosave_interval_s=1,
             max_queued_messages=1_000_000,
             max_inflight_messages=100,
+            max_packet_size=max_packet_size,
             start_timeout_s=timeout(10),
         )
         self.extra_conf = tuple(extra_conf)
@@ -74,9 +81,10 @@ class MosquittoServer(MosquittoProcess):
                 conf.write("\n".join(self.extra_conf) + "\n")
 
     def use_settings_of(self, conf: Path = SHIPPED_SITE_CONF) -> None:
-        """Take the persistence and queue settings of the Mosquitto config ``conf``
-        (the shipped site broker's by default) instead of the 1 s autosave, from the
-        next (re)start on. Listener, paths and logging stay the harness's own."""
+        """Take the persistence, queue and packet size settings of the Mosquitto
+        config ``conf`` (the shipped site broker's by default) instead of the 1 s
+        autosave, from the next (re)start on. Listener, paths and logging stay the
+        harness's own."""
         values = mosquitto_settings(conf.read_text(encoding="utf-8"))
         durability = parse_durability(conf.read_text(encoding="utf-8"))
         assert durability.persistence, f"{conf} has no persistence"
@@ -84,6 +92,7 @@ class MosquittoServer(MosquittoProcess):
         self.autosave_interval_s = durability.autosave_interval
         self.max_queued_messages = durability.max_queued_messages
         self.max_inflight_messages = int(values.get("max_inflight_messages", 20))
+        self.max_packet_size = int(values["max_packet_size"])
 
     @property
     def mqtt_port(self) -> int:
