@@ -1,21 +1,28 @@
-"""Accounts, passwords, bearer tokens, login rate limits and tenancy (issue 5).
+"""Accounts, passwords, bearer tokens, login throttling and tenancy (issues 5, 10).
 
 * Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte salt per user, 32-byte
   key), stored as ``scrypt$n$r$p$salt_b64$key_b64`` so the cost can be raised later
   without breaking old hashes; compared in constant time. A login for an unknown
-  e-mail still runs one scrypt, so timing does not tell which accounts exist.
+  e-mail still runs one scrypt, so timing does not tell which accounts exist. New
+  passwords must pass the policy of ``cloud.passwords`` (``create_user`` and the
+  bootstrap operator's setting check it).
 * Tokens: 32 random bytes (urlsafe base64 to the client); only their sha256 is
   stored. They expire (default 12 h) and are revoked on logout or "log out
   everywhere".
-* Rate limits (``FailureLimiter``) are per API process and in memory: with N API
-  processes an attacker gets at most N times the budget. That is enough against
-  online guessing with scrypt at ~50 ms a try; put a shared store behind it if the
-  budget must hold across processes.
+* Login throttling (``LoginThrottle``, the pure ``protocols.throttle`` inside):
+  exponential delay per (account, client address) pair, never a lock, so wrong
+  passwords typed for someone's e-mail elsewhere do not keep them out; per address
+  only a high ceiling, with delay too. The client address is the socket's unless
+  ``FUSEBOX_TRUSTED_PROXIES`` names the proxy in front (``cloud.run``). In memory
+  per API process: with N processes an attacker gets N times the budget. Claims
+  keep the sliding-window ``FailureLimiter``.
 * Tenancy (``gateway_access``): an owner sees the gateways of the sites they own, an
-  installer the gateways they claimed or were assigned, an operator every gateway
-  but read-only. A gateway someone may not see is answered 404, exactly like one
-  that does not exist, so existence is never revealed; a visible one the role may
-  not change is 403.
+  installer the gateways they claimed or were assigned while that access is live
+  (``ACTIVE_INSTALLER``: not revoked by the owner, not expired after hand-over,
+  see ``cloud.installer_access``), an operator every gateway but read-only. A
+  gateway someone may not see is answered 404, exactly like one that does not
+  exist, so existence is never revealed; a visible one the role may not change is
+  403.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import hmac
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -36,8 +44,11 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.passwords import check_password, common_passwords, password_problem
+from protocols.throttle import DelayPolicy, Throttle
 
 Role = Literal["owner", "installer", "operator"]
 ROLES: tuple[Role, ...] = ("owner", "installer", "operator")
@@ -56,9 +67,29 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FUSEBOX_", extra="ignore")
 
     token_ttl_s: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
-    login_max_failures: int = Field(default=5, ge=1, le=1000)
-    login_max_failures_per_ip: int = Field(default=20, ge=1, le=100_000)
-    login_window_s: float = Field(default=300, gt=0, le=86400)
+    login_free_failures: int = Field(
+        default=3,
+        ge=0,
+        le=1000,
+        description="wrong passwords per (account, address) pair before any delay",
+    )
+    login_first_delay_s: float = Field(default=1, gt=0, le=3600)
+    login_max_delay_s: float = Field(
+        default=900, gt=0, le=86400, description="the delay doubles up to this"
+    )
+    login_address_free_failures: int = Field(
+        default=100,
+        ge=0,
+        le=1_000_000,
+        description="wrong passwords from one address (any account) before delay",
+    )
+    login_address_max_delay_s: float = Field(default=60, gt=0, le=86400)
+    login_forget_after_s: float = Field(
+        default=86400,
+        gt=0,
+        le=30 * 86400,
+        description="a pair or address with no failure for this long starts afresh",
+    )
     claim_max_failures: int = Field(default=10, ge=1, le=1000)
     claim_window_s: float = Field(default=300, gt=0, le=86400)
     claim_delay_s: float = Field(
@@ -79,6 +110,30 @@ class ApiSettings(BaseSettings):
     online_within_s: float = Field(
         default=120, gt=0, description="a gateway whose last status is older: offline"
     )
+    installer_access_days: float = Field(
+        default=14,
+        ge=0,
+        le=3650,
+        description="installers keep access this long after the owner takes over "
+        "the site, unless the owner keeps them (cloud.installer_access)",
+    )
+
+    @model_validator(mode="after")
+    def _strong_bootstrap_password(self) -> ApiSettings:
+        password = self.bootstrap_operator_password
+        if password is not None:
+            problem = password_problem(
+                password.get_secret_value(),
+                email=self.bootstrap_operator_email,
+                common=common_passwords(),
+            )
+            if problem is not None:
+                raise ValueError(
+                    f"FUSEBOX_BOOTSTRAP_OPERATOR_PASSWORD: the password {problem}. "
+                    "Set a stronger one, or unset it and create the operator with "
+                    "`fusebox cloud user add --role operator`"
+                )
+        return self
 
 
 # ----------------------------------------------------------------- passwords
@@ -149,8 +204,11 @@ async def create_user(
     role: Role,
     password: str | None,
 ) -> int:
-    """Insert an account and return its id; raises ``asyncpg.UniqueViolationError``
-    if the e-mail is taken."""
+    """Insert an account and return its id; raises ``WeakPassword`` if the policy
+    refuses ``password`` (None: the account cannot log in) and
+    ``asyncpg.UniqueViolationError`` if the e-mail is taken."""
+    if password is not None:
+        check_password(password, email=email)
     pw_hash = await asyncio.to_thread(hash_password, password) if password else None
     user_id: int = await conn.fetchval(
         "INSERT INTO users (email, role, password_hash) VALUES ($1, $2, $3)"
@@ -283,6 +341,64 @@ class FailureLimiter:
                 del self._failures[key]
 
 
+class LoginThrottle:
+    """Failed logins, throttled by exponential delay (``protocols.throttle``) per
+    (account e-mail, client address) pair, and with a far higher allowance per
+    address alone (one address guessing across many accounts). A success clears
+    the pair only: an attacker's own account cannot reset their address.
+    ``clock``: monotonic seconds (tests pass a fake one)."""
+
+    def __init__(
+        self,
+        pair: DelayPolicy,
+        address: DelayPolicy,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.pairs = Throttle(pair, max_keys=max_keys)
+        self.addresses = Throttle(address, max_keys=max_keys)
+        self.clock = clock
+
+    @classmethod
+    def from_settings(
+        cls, s: ApiSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> LoginThrottle:
+        """The throttle ``ApiSettings`` describe (``login_*``)."""
+        forget = max(s.login_forget_after_s, s.login_max_delay_s)
+        pair = DelayPolicy(
+            free_failures=s.login_free_failures,
+            first_delay_s=min(s.login_first_delay_s, s.login_max_delay_s),
+            max_delay_s=s.login_max_delay_s,
+            forget_after_s=forget,
+        )
+        address = DelayPolicy(
+            free_failures=s.login_address_free_failures,
+            first_delay_s=min(s.login_first_delay_s, s.login_address_max_delay_s),
+            max_delay_s=s.login_address_max_delay_s,
+            forget_after_s=max(forget, s.login_address_max_delay_s),
+        )
+        return cls(pair, address, clock=clock)
+
+    def retry_after_s(self, email: str, address: str) -> float:
+        """Seconds until ``email`` may try again from ``address`` (0: now)."""
+        now = self.clock()
+        return max(
+            self.pairs.retry_after_s((email, address), now),
+            self.addresses.retry_after_s(address, now),
+        )
+
+    def failed(self, email: str, address: str) -> None:
+        """Count a wrong password for ``email`` from ``address``."""
+        now = self.clock()
+        self.pairs.failed((email, address), now)
+        self.addresses.failed(address, now)
+
+    def succeeded(self, email: str, address: str) -> None:
+        """A right password: the pair starts afresh (the address does not)."""
+        self.pairs.succeeded((email, address))
+
+
 def too_many(retry_after_s: float, what: str) -> HTTPException:
     """The 429 to raise when ``retry_after_s`` > 0, with ``Retry-After`` in whole
     seconds."""
@@ -295,7 +411,9 @@ def too_many(retry_after_s: float, what: str) -> HTTPException:
 
 
 def client_ip(request: Request) -> str:
-    """The peer address of ``request`` ("unknown" if the server has none)."""
+    """The client address of ``request`` ("unknown" if the server has none): the
+    socket's peer, or what a proxy named in ``FUSEBOX_TRUSTED_PROXIES`` said in
+    ``X-Forwarded-For`` (uvicorn resolves it, ``cloud.run.api_config``)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -361,13 +479,21 @@ class Access(enum.Enum):
     READ = "read"  # owner, installer, operator
     CONTROL = "control"  # owner or installer: preferences, boost
     INSTALL = "install"  # installer only: site, devices, credentials
+    OWN = "own"  # owner only: who else has access to the home
 
+
+# The one rule for an installer's access (a ``site_installers`` row ``i``): not
+# revoked by the owner and not expired (expiry is set at hand-over, cleared
+# when the owner keeps the installer; cloud.installer_access).
+ACTIVE_INSTALLER = (
+    "i.revoked_at IS NULL AND (i.expires_at IS NULL OR i.expires_at > now())"
+)
 
 _VISIBLE = {
     "owner": "SELECT EXISTS (SELECT 1 FROM sites WHERE gateway_id = $1"
     " AND owner_id = $2)",
-    "installer": "SELECT EXISTS (SELECT 1 FROM site_installers WHERE gateway_id = $1"
-    " AND user_id = $2)",
+    "installer": "SELECT EXISTS (SELECT 1 FROM site_installers i"
+    f" WHERE i.gateway_id = $1 AND i.user_id = $2 AND {ACTIVE_INSTALLER})",
     "operator": "SELECT EXISTS (SELECT 1 FROM gateways WHERE id = $1"
     " AND $2::bigint IS NOT NULL)",
 }
@@ -376,6 +502,7 @@ _ALLOWED: dict[Access, tuple[Role, ...]] = {
     Access.READ: ("owner", "installer", "operator"),
     Access.CONTROL: ("owner", "installer"),
     Access.INSTALL: ("installer",),
+    Access.OWN: ("owner",),
 }
 
 
@@ -390,13 +517,19 @@ async def gateway_access(
     if not await db.fetchval(_VISIBLE[user.role], gateway_id, user.id):
         raise HTTPException(404, f"no gateway {gateway_id!r}")
     if user.role not in _ALLOWED[access]:
-        raise HTTPException(403, f"{user.role}s may not change gateway {gateway_id!r}")
+        raise HTTPException(
+            403,
+            f"{user.role}s may not change gateway {gateway_id!r}"
+            if access is not Access.OWN
+            else f"only the owner of gateway {gateway_id!r} may do this",
+        )
 
 
-VISIBLE_GATEWAYS = """
+VISIBLE_GATEWAYS = f"""
 SELECT g.id FROM gateways g WHERE $2 = 'operator'
    OR ($2 = 'owner' AND EXISTS (SELECT 1 FROM sites s WHERE s.gateway_id = g.id
                                 AND s.owner_id = $1))
    OR ($2 = 'installer' AND EXISTS (SELECT 1 FROM site_installers i
-                                    WHERE i.gateway_id = g.id AND i.user_id = $1))
+                                    WHERE i.gateway_id = g.id AND i.user_id = $1
+                                    AND {ACTIVE_INSTALLER}))
 """

@@ -9,6 +9,7 @@ import logging
 import time
 
 import uvicorn
+from fastapi import FastAPI
 
 from cloud.api import create_app
 from cloud.auth import ApiSettings
@@ -44,6 +45,24 @@ async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
     await worker.run()
 
 
+def api_config(settings: CloudSettings, app: FastAPI) -> uvicorn.Config:
+    """uvicorn's configuration of the API: ``api_host``/``api_port``, and proxy
+    headers only from ``FUSEBOX_TRUSTED_PROXIES`` (uvicorn's own default would
+    believe ``X-Forwarded-For`` from loopback, letting a local client choose its
+    address for the login throttle)."""
+    trusted = settings.trusted_proxy_list
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        lifespan="on",
+        proxy_headers=bool(trusted),
+        # never None: uvicorn would read FORWARDED_ALLOW_IPS (default loopback)
+        forwarded_allow_ips=trusted or [],
+    )
+
+
 async def run_api(settings: CloudSettings) -> None:
     """Migrate the database, then serve the HTTP API until cancelled; the broker URL is
     optional (only config bundles name it)."""
@@ -53,15 +72,9 @@ async def run_api(settings: CloudSettings) -> None:
     if not dsn:
         raise ValueError("database_url must be resolved first")
     await migrate(dsn)
-    config = uvicorn.Config(
-        # the broker URL that config bundles name (FUSEBOX_PUBLIC_MQTT_URL wins)
-        create_app(dsn, settings=ApiSettings(cloud_mqtt_url=mqtt_url)),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    # the broker URL that config bundles name (FUSEBOX_PUBLIC_MQTT_URL wins)
+    app = create_app(dsn, settings=ApiSettings(cloud_mqtt_url=mqtt_url))
+    server = uvicorn.Server(api_config(settings, app))
     log.info("api: serving on http://%s:%d", settings.api_host, settings.api_port)
     # The surrounding process owns the signals: one Ctrl-C cancels every service
     # of ``fusebox cloud run``, so serve without uvicorn's own signal capture.

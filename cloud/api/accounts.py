@@ -1,5 +1,9 @@
-"""Accounts: login (e-mail and password for a bearer token, rate limited),
-logout of this token or of every token of the account, and who the caller is."""
+"""Accounts: login (e-mail and password for a bearer token, throttled by
+exponential delay per account and client address, ``cloud.auth.LoginThrottle``),
+changing one's password (under the policy of ``cloud.passwords``), logout of
+this token or of every token of the account, and who the caller is. An owner
+takes over the sites set up for their e-mail at login and at ``GET /v1/me``
+(``cloud.installer_access``)."""
 
 from __future__ import annotations
 
@@ -11,14 +15,18 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import Field
 
 from cloud.api.deps import VISIBLE_GATEWAYS, Db, Settings, User
+from cloud.api.errors import field_error
 from cloud.auth import (
-    FailureLimiter,
+    LoginThrottle,
     client_ip,
+    hash_password,
     issue_token,
     normalise_email,
     too_many,
     verify_password,
 )
+from cloud.installer_access import take_over_invited_sites
+from cloud.passwords import WeakPassword, check_password
 from protocols.bodies import RequestBody
 
 router = APIRouter()
@@ -37,13 +45,14 @@ class LoginBody(RequestBody):
 async def login(
     body: LoginBody, request: Request, db: Db, st: Settings
 ) -> dict[str, Any]:
-    """E-mail and password for a bearer token. Repeated failures for one
-    e-mail or from one address are refused with 429 and ``Retry-After``."""
-    by_email: FailureLimiter = request.app.state.login_by_email
-    by_ip: FailureLimiter = request.app.state.login_by_ip
+    """E-mail and password for a bearer token. Wrong passwords for one account
+    from one address are answered 429 with ``Retry-After`` after a few, with a
+    delay doubling per failure (``cloud.auth.LoginThrottle``): never a lock that
+    keeps the owner out from their own address."""
+    throttle: LoginThrottle = request.app.state.login_throttle
     email = normalise_email(body.email)
     ip = client_ip(request)
-    wait = max(by_email.retry_after(email), by_ip.retry_after(ip))
+    wait = throttle.retry_after_s(email, ip)
     if wait > 0:
         raise too_many(wait, "logins")
     row = await db.fetchrow(
@@ -54,12 +63,14 @@ async def login(
         verify_password, body.password, row["password_hash"] if row else None
     )
     if not ok or row is None:
-        by_email.fail(email)
-        by_ip.fail(ip)
+        throttle.failed(email, ip)
         raise HTTPException(
             401, "wrong e-mail or password", headers={"WWW-Authenticate": "Bearer"}
         )
-    by_email.reset(email)
+    throttle.succeeded(email, ip)
+    if row["role"] == "owner":
+        grace = timedelta(days=st.installer_access_days)
+        await take_over_invited_sites(db, row["id"], email, grace)
     token, tok = await issue_token(db, row["id"], timedelta(seconds=st.token_ttl_s), ip)
     return {
         "access_token": token,
@@ -67,6 +78,48 @@ async def login(
         "expires_at": tok["expires_at"],
         "user": {"id": row["id"], "email": row["email"], "role": row["role"]},
     }
+
+
+class PasswordChange(RequestBody):
+    """The password in use and the new one (``cloud.passwords`` policy)."""
+
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+@router.post("/v1/auth/password")
+async def change_password(
+    body: PasswordChange, request: Request, db: Db, user: User
+) -> dict[str, Any]:
+    """Change the caller's password; every other token of the account is
+    revoked (this one stays). A wrong current password is 403 and counts like a
+    failed login; a new one the policy refuses is 422 naming ``new_password``."""
+    throttle: LoginThrottle = request.app.state.login_throttle
+    ip = client_ip(request)
+    wait = throttle.retry_after_s(user.email, ip)
+    if wait > 0:
+        raise too_many(wait, "password checks")
+    try:
+        check_password(body.new_password, email=user.email)
+    except WeakPassword as exc:
+        raise field_error("new_password", str(exc)) from None
+    stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user.id)
+    if not await asyncio.to_thread(verify_password, body.current_password, stored):
+        throttle.failed(user.email, ip)
+        raise HTTPException(403, "the current password is wrong")
+    throttle.succeeded(user.email, ip)
+    new_hash = await asyncio.to_thread(hash_password, body.new_password)
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE users SET password_hash = $2 WHERE id = $1", user.id, new_hash
+        )
+        done = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1"
+            " AND revoked_at IS NULL AND token_sha256 <> $2",
+            user.id,
+            user.token_sha256,
+        )
+    return {"changed": True, "revoked_other_tokens": int(done.split()[-1])}
 
 
 @router.post("/v1/auth/logout", status_code=204)
@@ -92,9 +145,12 @@ async def logout_all(db: Db, user: User) -> dict[str, Any]:
 
 
 @router.get("/v1/me")
-async def me(db: Db, user: User) -> dict[str, Any]:
+async def me(db: Db, user: User, st: Settings) -> dict[str, Any]:
     """The caller's account and the gateways they may see (an operator: all,
-    given as null)."""
+    given as null). An owner takes over the sites set up for their e-mail."""
+    if user.role == "owner":
+        grace = timedelta(days=st.installer_access_days)
+        await take_over_invited_sites(db, user.id, user.email, grace)
     gws = await db.fetch(VISIBLE_GATEWAYS + " ORDER BY g.id", user.id, user.role)
     return {
         "id": user.id,

@@ -1,5 +1,7 @@
 """``create_app``: the API process's FastAPI app, composed of one router per
-resource (``cloud.api.*``), the error handlers and the web app's pages."""
+resource (``cloud.api.*``), the error handlers, the web app's pages and the docs
+(``cloud.api.docs``), with every request body capped and strictly parsed first
+(``cloud.api.limits``)."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ from cloud.api import (
     sessions,
     sites,
 )
+from cloud.api.docs import add_docs
 from cloud.api.errors import add_error_handlers
-from cloud.auth import ApiSettings, FailureLimiter, bootstrap_operator
+from cloud.api.limits import guard_requests
+from cloud.auth import ApiSettings, FailureLimiter, LoginThrottle, bootstrap_operator
 from cloud.web import mount as mount_web_app
 
 # The order routes are matched in. Where two routers share a path with different
@@ -53,15 +57,8 @@ ROUTERS: tuple[APIRouter, ...] = (
 
 
 def _add_limiters(app: FastAPI, settings: ApiSettings) -> None:
-    """The per-process rate limits of logins and claims (``cloud.auth``)."""
-    app.state.login_by_email = FailureLimiter(
-        max_failures=settings.login_max_failures,
-        window_s=settings.login_window_s,
-    )
-    app.state.login_by_ip = FailureLimiter(
-        max_failures=settings.login_max_failures_per_ip,
-        window_s=settings.login_window_s,
-    )
+    """The per-process login throttle and claim limits (``cloud.auth``)."""
+    app.state.login_throttle = LoginThrottle.from_settings(settings)
     app.state.claims_by_user = FailureLimiter(
         max_failures=settings.claim_max_failures,
         window_s=settings.claim_window_s,
@@ -85,11 +82,20 @@ def create_app(dsn: str, *, settings: ApiSettings | None = None) -> FastAPI:
         finally:
             await app.state.pool.close()
 
-    app = FastAPI(title="Fusebox cloud API", version="1", lifespan=lifespan)
+    # the docs pages are served by cloud.api.docs, each with its CSP
+    app = FastAPI(
+        title="Fusebox cloud API",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.api_settings = api_settings
     _add_limiters(app, api_settings)
     add_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     mount_web_app(app)
+    add_docs(app)
+    guard_requests(app)  # body caps, strict JSON, nosniff: around everything
     return app

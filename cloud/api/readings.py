@@ -119,6 +119,20 @@ ORDER BY r.ts, r.seq
 """
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+def csv_text(value: str) -> str:
+    """A text cell that a spreadsheet will not run as a formula: one starting
+    with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading
+    ``'`` (OWASP's CSV injection advice), unless it is a plain number (``-1.5``
+    is no formula). Numeric columns are written as numbers, unescaped."""
+    if value.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value
+
+
 class ReadingPublic(BaseModel):
     """One reading of a page."""
 
@@ -311,7 +325,8 @@ async def readings_csv(
     quantity: str | None = None,
 ) -> StreamingResponse:
     """Readings from ``since`` (to ``until``), oldest first, streamed as CSV
-    (``ts,device_id,quantity,value``)."""
+    (``ts,device_id,quantity,value``); text cells that a spreadsheet would run
+    as a formula are escaped (``csv_text``)."""
     if quantity is not None and quantity not in QUANTITIES:
         raise field_error("quantity", f"unknown quantity {quantity!r}", "query")
     if until is not None and until <= since:
@@ -328,7 +343,12 @@ async def readings_csv(
         async with db.acquire() as conn, conn.transaction(readonly=True):
             async for r in conn.cursor(CSV_ROWS, *args, prefetch=1000):
                 out.writerow(
-                    [r["ts"].isoformat(), r["device_id"], r["name"], r["value"]]
+                    [
+                        r["ts"].isoformat(),
+                        csv_text(r["device_id"]),
+                        csv_text(r["name"]),
+                        r["value"],
+                    ]
                 )
                 n += 1
                 if n % _CSV_ROWS_PER_CHUNK == 0:

@@ -1,14 +1,17 @@
 """Sites: the caller's sites with their chargers, meters and gateway status; a
-site's settings (the installer's); and creating a claimed gateway's site for an
-owner."""
+site's settings (the installer's); creating a claimed gateway's site for an
+owner (an invitation by e-mail that answers the same whether or not the e-mail
+has an account); and the owner's view of the installers with access to their
+home, which they may keep or revoke (``cloud.installer_access``)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import Field, field_validator
 
 from cloud.api.deps import (
@@ -21,10 +24,11 @@ from cloud.api.deps import (
     Settings,
     User,
     gateway_access,
+    require_role,
 )
-from cloud.api.errors import field_error
 from cloud.api.gateways import gateway_status
 from cloud.auth import ApiSettings, normalise_email
+from cloud.installer_access import installers, keep, revoke, take_over_invited_sites
 from protocols.bodies import RequestBody
 
 router = APIRouter()
@@ -71,7 +75,8 @@ async def site_view(
     """Sites with their chargers, meters and gateway status, one per gateway."""
     gws = await db.fetch(
         "SELECT g.*, s.main_fuse_a, s.phases, s.voltage_v, s.tariff_id, s.timezone,"
-        " s.objective, u.email AS owner_email, s.gateway_id IS NOT NULL AS has_site"
+        " s.objective, coalesce(u.email, s.owner_invite_email) AS owner_email,"
+        " s.gateway_id IS NOT NULL AS has_site"
         " FROM gateways g LEFT JOIN sites s ON s.gateway_id = g.id"
         " LEFT JOIN users u ON u.id = s.owner_id WHERE g.id = ANY($1::text[])"
         " ORDER BY g.id",
@@ -137,7 +142,11 @@ async def site_view(
 @router.get("/v1/sites")
 async def sites(db: Db, user: User, st: Settings) -> list[dict[str, Any]]:
     """The caller's sites (an installer's: assigned; an operator's: all) with
-    chargers, meters and gateway status."""
+    chargers, meters and gateway status. An owner takes over the sites set up
+    for their e-mail here (``cloud.installer_access``)."""
+    if user.role == "owner":
+        grace = timedelta(days=st.installer_access_days)
+        await take_over_invited_sites(db, user.id, user.email, grace)
     gws = await db.fetch(VISIBLE_GATEWAYS, user.id, user.role)
     return await site_view(db, [r["id"] for r in gws], st)
 
@@ -191,50 +200,112 @@ async def get_site(gateway_id: GatewayPath, db: Db, user: User) -> dict[str, Any
     return _site_out(row)
 
 
+_CREATE = """
+INSERT INTO sites (gateway_id, main_fuse_a, phases, voltage_v, tariff_id, timezone,
+                   objective, carbon_weight, base_load_w, owner_invite_email)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (gateway_id) DO UPDATE SET
+    main_fuse_a = excluded.main_fuse_a, phases = excluded.phases,
+    voltage_v = excluded.voltage_v, tariff_id = excluded.tariff_id,
+    timezone = excluded.timezone, objective = excluded.objective,
+    carbon_weight = excluded.carbon_weight, base_load_w = excluded.base_load_w,
+    owner_invite_email = CASE WHEN sites.owner_id IS NULL
+                              THEN excluded.owner_invite_email END,
+    updated_at = now()
+"""
+
+
 @router.post("/v1/sites", status_code=201)
 async def create_site(
     body: SiteCreate, db: Db, user: User, st: Settings
 ) -> dict[str, Any]:
-    """Create (or, for the same owner, update) the site of a gateway the
-    installer claimed, for the owner with ``owner_email``."""
+    """Create (or update) the site of a gateway the installer claimed, for the
+    owner with ``owner_email``. The answer is the same whether or not an account
+    has that e-mail: the site waits for its owner, who takes it over at their
+    next login (an account the operator makes later for that e-mail too). Until
+    then the e-mail may be corrected; after it, another owner's e-mail is 409."""
     await gateway_access(db, user, body.gateway_id, Access.INSTALL)
-    owner = await db.fetchval(
-        "SELECT id FROM users WHERE lower(email) = $1 AND role = 'owner'",
-        normalise_email(body.owner_email),
-    )
-    if owner is None:
-        raise field_error(
-            "owner_email",
-            "no owner account with this e-mail; the operator creates it "
-            "(fusebox cloud user add --role owner)",
+    email = normalise_email(body.owner_email)
+    async with db.acquire() as conn, conn.transaction():
+        owner = await conn.fetchval(
+            # the site row stays locked, so a take-over waits for this change
+            "SELECT u.email FROM sites s LEFT JOIN users u ON u.id = s.owner_id"
+            " WHERE s.gateway_id = $1 FOR UPDATE OF s",
+            body.gateway_id,
         )
-    row = await db.fetchrow(
-        "INSERT INTO sites (gateway_id, main_fuse_a, phases, voltage_v, tariff_id,"
-        " timezone, objective, carbon_weight, base_load_w, owner_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        " ON CONFLICT (gateway_id) DO UPDATE SET"
-        " main_fuse_a = excluded.main_fuse_a, phases = excluded.phases,"
-        " voltage_v = excluded.voltage_v, tariff_id = excluded.tariff_id,"
-        " timezone = excluded.timezone, objective = excluded.objective,"
-        " carbon_weight = excluded.carbon_weight,"
-        " base_load_w = excluded.base_load_w, owner_id = excluded.owner_id,"
-        " updated_at = now()"
-        " WHERE sites.owner_id IS NULL OR sites.owner_id = excluded.owner_id"
-        " RETURNING gateway_id",
-        body.gateway_id,
-        body.main_fuse_a,
-        body.phases,
-        body.voltage_v,
-        body.tariff_id,
-        body.timezone,
-        body.objective,
-        body.carbon_weight,
-        body.base_load_w,
-        owner,
-    )
-    if row is None:
-        raise HTTPException(
-            409, f"gateway {body.gateway_id!r}'s site belongs to another owner"
+        if owner is not None and owner != email:
+            raise HTTPException(
+                409,
+                f"gateway {body.gateway_id!r}'s site has been taken over by its "
+                "owner; give that owner's e-mail to change its settings",
+            )
+        await conn.execute(
+            _CREATE,
+            body.gateway_id,
+            body.main_fuse_a,
+            body.phases,
+            body.voltage_v,
+            body.tariff_id,
+            body.timezone,
+            body.objective,
+            body.carbon_weight,
+            body.base_load_w,
+            email,
         )
     [one] = await site_view(db, [body.gateway_id], st)
     return one
+
+
+# ------------------------------------------------------- installers' access
+
+
+InstallerPath = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get("/v1/gateways/{gateway_id}/installers")
+async def site_installers(
+    gateway_id: GatewayPath, db: Db, user: User
+) -> dict[str, Any]:
+    """The installers who have (or had) access to the home, each with its state:
+    ``active`` (not handed over yet), ``expires`` at ``expires_at``, ``kept``
+    by the owner, ``expired`` or ``revoked``. For the owner (and operators)."""
+    await gateway_access(db, user, gateway_id, Access.READ)
+    require_role(user, "owner", "operator")
+    handed_over_at = await db.fetchval(
+        "SELECT handed_over_at FROM sites WHERE gateway_id = $1", gateway_id
+    )
+    return {
+        "gateway_id": gateway_id,
+        "handed_over_at": handed_over_at,
+        "installers": await installers(db, gateway_id),
+    }
+
+
+async def _installer_action(
+    db: Db, user: User, gateway_id: str, installer_id: int, keep_access: bool
+) -> dict[str, Any]:
+    await gateway_access(db, user, gateway_id, Access.OWN)
+    change = keep if keep_access else revoke
+    out = await change(db, gateway_id, installer_id)
+    if out is None:
+        raise HTTPException(
+            404, f"user {installer_id} is no installer of gateway {gateway_id!r}"
+        )
+    return out
+
+
+@router.post("/v1/gateways/{gateway_id}/installers/{installer_id}/keep")
+async def keep_installer(
+    gateway_id: GatewayPath, installer_id: InstallerPath, db: Db, user: User
+) -> dict[str, Any]:
+    """The owner keeps an installer's access with no end (also restores it
+    after expiry or revocation)."""
+    return await _installer_action(db, user, gateway_id, installer_id, True)
+
+
+@router.post("/v1/gateways/{gateway_id}/installers/{installer_id}/revoke")
+async def revoke_installer(
+    gateway_id: GatewayPath, installer_id: InstallerPath, db: Db, user: User
+) -> dict[str, Any]:
+    """The owner ends an installer's access to their home now."""
+    return await _installer_action(db, user, gateway_id, installer_id, False)

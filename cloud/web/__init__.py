@@ -23,6 +23,7 @@ Modules::
     chart        the next 24 h as SVG
     accounts     /, /login, /logout, /app (home by role, operator's fleet)
     owner        /app/site/...: the owner's dashboard and its forms
+    owner_access the dashboard's installers section, keep/revoke forms
     installer    /app/install/...: claim, site, devices, commissioning
     assets       /app/static/app.css and app.js, from the files in static/
 """
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from cloud.web import accounts, assets, installer, owner
+from cloud.web import accounts, assets, installer, owner, owner_access
 from cloud.web.chart import plan_chart
 from cloud.web.client import ApiAnswer, api_call, api_path
 from cloud.web.markup import h
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 router = APIRouter(include_in_schema=False)
-for _pages in (accounts, owner, installer, assets):
+for _pages in (accounts, owner, owner_access, installer, assets):
     router.include_router(_pages.router)
 
 

@@ -4,6 +4,7 @@ as ``—``."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,10 +71,13 @@ def num(v: Any, default: str = "") -> str:
 
 def float_or_none(text: str | None) -> float | str | None:
     """A form field as a number for the API: ``None`` when blank, the text
-    itself when it is not a number (the API names the field in its 422)."""
+    itself when it is not a finite number (``abc``, but also ``nan``, ``inf``
+    and ``1e999``, which JSON cannot carry): the API then names the field in
+    its 422 ("not a number")."""
     if text is None or text == "":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return text  # the API names the field in its 422
+    return value if math.isfinite(value) else text

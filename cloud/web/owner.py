@@ -23,6 +23,7 @@ from cloud.web.client import api_call, api_path, site_for
 from cloud.web.formatting import carbon, float_or_none, kw, kwh, local, money, num
 from cloud.web.layout import csrf_field, page
 from cloud.web.markup import SECURITY_HEADERS, error_page, h, options
+from cloud.web.owner_access import installers_section
 from cloud.web.session import (
     Redirect,
     Session,
@@ -237,6 +238,7 @@ async def dashboard(request: Request, gw: str) -> Response:
     controls = await _controls(request, session, gw, s["chargers"])
     history = await _history(request, session, gw, tz)
     meter_form = _reading_form(s.get("meters") or [], base, csrf_field(session))
+    access = await installers_section(request, session, gw, tz)
     gw_state = s.get("gateway") or {}
     online = bool(gw_state.get("online"))
     body = (
@@ -251,6 +253,7 @@ async def dashboard(request: Request, gw: str) -> Response:
         f"<section><h2>When must it be ready?</h2>{controls}</section>"
         f"<section><h2>Sessions</h2>{history}</section>"
         f"<section><h2>Meter reading</h2>{meter_form}</section>"
+        f'<section id="access"><h2>Who else has access</h2>{access}</section>'
     )
     return page(request, "Your charging", body, session=session)
 

@@ -1,4 +1,5 @@
-"""Accounts, login, tokens and the login rate limit, against a real PostgreSQL."""
+"""Accounts, login, tokens, the login throttle and the password policy, against a
+real PostgreSQL through the real app."""
 
 from __future__ import annotations
 
@@ -10,19 +11,34 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from cloud.api import create_app
 from cloud.auth import (
     ApiSettings,
     FailureLimiter,
+    LoginThrottle,
     create_user,
     hash_password,
     verify_password,
 )
 from cloud.db import migrate
+from cloud.passwords import WeakPassword
 from fusebox import cli
 
 PASSWORD = "correct horse battery"
+HOME, ELSEWHERE = "198.51.100.7", "203.0.113.9"  # the owner's and an attacker's
+SETTINGS = ApiSettings(login_address_free_failures=8, login_address_max_delay_s=30)
+
+
+class FakeClock:
+    """Monotonic seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -37,16 +53,35 @@ async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def client(
-    conn: asyncpg.Connection, pg_dsn: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        pg_dsn, settings=ApiSettings(login_max_failures=5, login_max_failures_per_ip=8)
-    )
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def app(
+    conn: asyncpg.Connection, pg_dsn: str, clock: FakeClock
+) -> AsyncIterator[FastAPI]:
+    app = create_app(pg_dsn, settings=SETTINGS)
+    app.state.login_throttle = LoginThrottle.from_settings(SETTINGS, clock=clock)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            yield c
+        yield app
+
+
+def client_from(app: FastAPI, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_from(app, ELSEWHERE) as c:
+        yield c
+
+
+@pytest.fixture
+async def home(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_from(app, HOME) as c:
+        yield c
 
 
 async def login(
@@ -154,32 +189,70 @@ async def test_wrong_password_and_unknown_account_look_the_same(
     assert a.json() == b.json()
 
 
-async def test_login_rate_limit_per_email(client: httpx.AsyncClient) -> None:
-    for _ in range(5):
+async def test_wrong_passwords_elsewhere_never_lock_the_owner_out(
+    client: httpx.AsyncClient, home: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    # the attack of issue 10: wrong passwords typed for the owner's e-mail
+    for _ in range(3):
         assert (await login(client, pw="wrong")).status_code == 401
-    r = await login(client)  # even the right password, for now
+    r = await login(client)  # even the right password waits, from there
     assert r.status_code == 429
-    assert 1 <= int(r.headers["Retry-After"]) <= 300
-    assert "try again" in r.json()["detail"]
-    # another account from the same address is not locked out by this one
+    assert r.headers["Retry-After"] == "1"
+    assert "try again in 1 s" in r.json()["detail"]
+    # another account from the attacker's address is not delayed by this one
     r = await login(client, email="other@example.com", pw="x")
     assert r.status_code == 401
+    # the owner at home logs in at once, however long the attack goes on
+    assert (await login(home)).status_code == 200
+    for _ in range(20):
+        clock.now += 1000
+        assert (await login(client, pw="wrong")).status_code == 401
+        assert (await login(home)).status_code == 200
 
 
-async def test_login_rate_limit_per_address(client: httpx.AsyncClient) -> None:
-    for i in range(8):
+async def test_the_delay_doubles_per_failure_up_to_the_cap(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        assert (await login(client, pw="wrong")).status_code == 401
+    waits = []
+    for _ in range(12):
+        r = await login(client, pw="wrong")
+        assert r.status_code == 429
+        wait = int(r.headers["Retry-After"])
+        waits.append(wait)
+        clock.now += wait - 0.5
+        assert (await login(client, pw="wrong")).status_code == 429  # not yet
+        clock.now += 0.5
+        # the next try is allowed (and wrong again: the wait doubles)
+        assert (await login(client, pw="wrong")).status_code == 401
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
+    # a day without failures: from zero again
+    clock.now += 86400
+    assert (await login(client)).status_code == 200
+
+
+async def test_address_ceiling_delays_and_does_not_lock(
+    client: httpx.AsyncClient, home: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    for i in range(8):  # 8 accounts guessed from one address
         r = await login(client, email=f"guess{i}@example.com", pw="x")
         assert r.status_code == 401
     r = await login(client)
-    assert r.status_code == 429 and "Retry-After" in r.headers
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+    assert (await login(home)).status_code == 200  # other addresses: untouched
+    clock.now += 1
+    assert (await login(client)).status_code == 200  # a delay, not a lock
 
 
-async def test_success_resets_the_email_counter(client: httpx.AsyncClient) -> None:
-    # 4 + 3 failures: under the address's 8, over the e-mail's 5 without a reset
-    for _ in range(4):
-        await login(client, pw="wrong")
+async def test_success_resets_the_pair(
+    client: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    # 2 + 2 failures: under the 3 free ones each time, thanks to the success
+    for _ in range(2):
+        assert (await login(client, pw="wrong")).status_code == 401
     assert (await login(client)).status_code == 200
-    for _ in range(3):
+    for _ in range(2):
         assert (await login(client, pw="wrong")).status_code == 401
     assert (await login(client)).status_code == 200
 
@@ -232,7 +305,9 @@ async def test_openapi_declares_bearer_auth(client: httpx.AsyncClient) -> None:
 # ---------------------------------------------------------------------- CLI
 
 
-def test_cli_user_add(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_user_add(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def run(email: str, role: str, stdin: str) -> int:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
         argv = ["cloud", "user", "add", "--database-url", pg_dsn, "--email", email]
@@ -253,7 +328,25 @@ def test_cli_user_add(pg_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert row["role"] == "installer"
     assert verify_password("s3cret-enough", row["password_hash"])
     assert run("inst@example.com", "owner", "s3cret-enough\n") == 1  # exists
-    assert run("x@example.com", "owner", "short\n") == 2
+    capsys.readouterr()
+    for weak, rule in (
+        ("short", "at least 10 characters"),
+        ("password123", "most common"),
+        ("1234567890", "most common"),
+        ("xavier-2024-home", "name part of the account's e-mail"),
+    ):
+        assert run("xavier@example.com", "owner", weak + "\n") == 2
+        assert rule in capsys.readouterr().err, weak
+    assert asyncio.run(fetch_count(pg_dsn)) == 1  # the installer alone
+
+
+async def fetch_count(dsn: str) -> int:
+    c = await asyncpg.connect(dsn)
+    try:
+        n: int = await c.fetchval("SELECT count(*) FROM users")
+        return n
+    finally:
+        await c.close()
 
 
 async def test_bootstrap_operator(conn: asyncpg.Connection, pg_dsn: str) -> None:
@@ -271,3 +364,65 @@ async def test_bootstrap_operator(conn: asyncpg.Connection, pg_dsn: str) -> None
     assert (
         await conn.fetchval("SELECT count(*) FROM users WHERE role = 'operator'") == 1
     )
+
+
+def test_cli_refuses_to_start_the_api_with_a_weak_bootstrap_password(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FUSEBOX_BOOTSTRAP_OPERATOR_EMAIL", "root@example.com")
+    monkeypatch.setenv("FUSEBOX_BOOTSTRAP_OPERATOR_PASSWORD", "x")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["cloud", "api", "--database-url", pg_dsn, "--api-port", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "FUSEBOX_BOOTSTRAP_OPERATOR_PASSWORD" in err
+    assert "at least 10 characters" in err
+    assert "fusebox cloud user add --role operator" in err
+
+
+async def test_create_user_applies_the_policy(conn: asyncpg.Connection) -> None:
+    for weak in ("password", "12345678", "qwertyuiop", "newperson-pass"):
+        with pytest.raises(WeakPassword):
+            await create_user(conn, "newperson@example.com", "owner", weak)
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM users WHERE email = 'newperson@example.com'"
+    )
+
+
+async def test_change_password(
+    client: httpx.AsyncClient, home: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    t1 = (await login(home)).json()["access_token"]
+    t2 = (await login(home)).json()["access_token"]
+    path = "/v1/auth/password"
+    for new, rule in (
+        ("short", "at least 10 characters"),
+        ("password123", "most common"),
+        ("the owner's key", "name part"),
+    ):
+        r = await home.post(
+            path,
+            json={"current_password": PASSWORD, "new_password": new},
+            headers=auth(t1),
+        )
+        assert r.status_code == 422, r.text
+        [d] = r.json()["detail"]
+        assert d["loc"] == ["body", "new_password"] and rule in d["msg"], d
+    r = await home.post(
+        path,
+        json={"current_password": "wrong", "new_password": "a better one, at last"},
+        headers=auth(t1),
+    )
+    assert r.status_code == 403
+    r = await home.post(
+        path,
+        json={"current_password": PASSWORD, "new_password": "a better one, at last"},
+        headers=auth(t1),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"changed": True, "revoked_other_tokens": 1}
+    assert (await home.get("/v1/me", headers=auth(t1))).status_code == 200
+    assert (await home.get("/v1/me", headers=auth(t2))).status_code == 401
+    assert (await login(home)).status_code == 401  # the old one is gone
+    assert (await login(home, pw="a better one, at last")).status_code == 200
+    assert (await client.post(path, json={})).status_code in (401, 422)
