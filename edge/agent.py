@@ -18,7 +18,9 @@ from edge.meters import MeterService
 from edge.metrics import (
     age_seconds,
     bind_metrics,
+    discovery_samples,
     meter_samples,
+    ocpp_value_samples,
     outbox_samples,
     render_lines,
     serve_metrics,
@@ -238,6 +240,10 @@ class EdgeAgent:
         samples = outbox_samples(await self.outbox.stats())
         samples += uplink_samples(self.uplink.metrics)
         samples += meter_samples(self.meters)
+        if self.ocpp is not None:
+            samples += discovery_samples(self.ocpp.discovery.registry)
+        if self.ocpp is not None:
+            samples += ocpp_value_samples(self.ocpp)
         if self.controller is not None:
             samples += self.controller.metrics()
         return render_lines(samples)

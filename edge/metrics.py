@@ -18,6 +18,8 @@ from edge import ConfigError
 
 if TYPE_CHECKING:
     from edge.meters import MeterService
+    from edge.ocpp.pending import PendingRegistry
+    from edge.ocpp.server import OcppServer
     from edge.outbox import OutboxStats
     from edge.uplink import UplinkMetrics
 
@@ -226,4 +228,56 @@ def meter_samples(meters: MeterService) -> list[Sample]:
                     n,
                 )
             )
+    return samples
+
+
+def ocpp_value_samples(server: OcppServer) -> list[Sample]:
+    """Sampled values of OCPP meter values per charger: skipped (not stored; the
+    rest of the message was) and tolerated (mended and stored), by reason
+    (``edge.ocpp.quiet.BadInput.values``, ``protocols.ocpp.salvage``)."""
+    families = (
+        (
+            "fusebox_ocpp_values_skipped_total",
+            "sampled values not stored (the rest of the message was), by reason",
+            "values_skipped",
+        ),
+        (
+            "fusebox_ocpp_values_tolerated_total",
+            "sampled values mended and stored (e.g. a number sent as text), by reason",
+            "values_tolerated",
+        ),
+    )
+    samples: list[Sample] = []
+    for name, help_text, attribute in families:
+        for charger, bad in sorted(server.bad_input.items()):
+            counts: dict[str, int] = getattr(bad, attribute)
+            for reason, n in sorted(counts.items()):
+                samples.append(
+                    (name, help_text, {"charger": charger, "reason": reason}, n)
+                )
+    return samples
+
+
+def discovery_samples(registry: PendingRegistry) -> list[Sample]:
+    """The OCPP handshake's refusals and discovery's pending chargers
+    (``edge.ocpp.pending``)."""
+    from edge.ocpp.pending import REFUSAL_REASONS
+
+    refused = "charger handshakes refused, by reason"
+    samples: list[Sample] = [
+        ("fusebox_ocpp_pending_chargers",
+         "unknown chargers held pending for the installer", {},
+         len(registry.bindings)),
+        ("fusebox_ocpp_pending_conflicts",
+         "other devices refused under a pending charger's id (kept per id)", {},
+         sum(len(b.conflicts) for b in registry.bindings.values())),
+        ("fusebox_ocpp_passwords_waiting",
+         "approved chargers whose password waits for their device to reconnect",
+         {}, len(registry.deliveries)),
+    ]  # fmt: skip
+    reasons = dict.fromkeys(REFUSAL_REASONS, 0) | dict(registry.refused)
+    for reason, n in reasons.items():
+        samples.append(
+            ("fusebox_ocpp_handshakes_refused_total", refused, {"reason": reason}, n)
+        )
     return samples

@@ -15,6 +15,8 @@ Routes::
                                          pending chargers, meters
     POST /api/chargers/{id}/approve      {password, ocpp_version?, max_current_a?,
                                           phases?, phase?}
+    POST /api/chargers/{id}/forget       unbind a pending charger id (or drop
+                                         the password waiting for an approved one)
     POST /api/site                       {main_fuse_a}
     POST /api/chargers/{id}/boost        {duration_min?}  (else until unplugged)
     POST /api/chargers/{id}/cancel_boost
@@ -40,6 +42,7 @@ Inside::
     _bodies   the request bodies
     _status   the status document, read from the running edge's parts
     _site     LocalSite: those parts, and the changes the installer makes
+    _discovery  forgetting a pending charger
     _page     the page, rendered from the status document
     _app      the FastAPI app: login, same-origin guard, routes, forms
     _server   LocalApiServer (uvicorn in the edge's loop), base_url

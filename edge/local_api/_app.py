@@ -1,6 +1,11 @@
 """The HTTP app: JSON routes under ``/api``, the page at ``/`` and its forms
 under ``/ui`` (the same changes, form-encoded, answered with a redirect to the
-page), behind the installer's login and a same-origin guard."""
+page), behind the installer's login and a same-origin guard.
+
+Every request body first passes ``protocols.body_gate.GuardedBodies``: over
+64 KiB it is answered 413 unread; JSON with ``NaN``, ``Infinity``, ``1e999``
+or a lone surrogate is answered 422 naming the field; validation errors repeat
+at most a short excerpt of the input (``protocols.bodies.bounded_errors``)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -18,9 +24,13 @@ from pydantic import ValidationError
 
 from edge.config import LOCAL_API_USER, is_loopback
 from edge.local_api._bodies import ApproveBody, BoostBody, SiteBody
+from edge.local_api._discovery import forget_pending
 from edge.local_api._errors import BadValue, LocalApiError, status_of
 from edge.local_api._page import DONE, approved_done, render_page
 from edge.local_api._site import LocalSite
+from edge.local_api._throttle import BasicAuthThrottle
+from protocols.bodies import bounded_errors
+from protocols.body_gate import GuardedBodies, RouteCaps
 
 __all__ = ["REALM", "create_app"]
 
@@ -39,6 +49,9 @@ _HEADERS = {
     ),
 }
 
+# every body the API takes is a few hundred bytes; the gate's default is ample
+_BODY_CAPS = RouteCaps()
+
 # module level: FastAPI resolves the dependency's (string) annotations here
 _BASIC = HTTPBasic(auto_error=False, realm=REALM)
 
@@ -54,10 +67,26 @@ def create_app(site: LocalSite) -> FastAPI:
         openapi_url=None,
     )
     app.middleware("http")(_guard)
-    auth = [Depends(_installer_check(site))]
+    app.state.basic_auth_throttle = throttle = BasicAuthThrottle()
+    auth = [Depends(_installer_check(site, throttle))]
     _add_api_routes(app, site, auth)
     _add_page_routes(app, site, auth)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # outermost: bodies capped (413) and strictly parsed (422) before anything,
+    # the security headers on every answer, refusals included
+    app.add_middleware(GuardedBodies, caps=_BODY_CAPS, headers=_security_headers)
     return app
+
+
+def _security_headers(path: str) -> dict[str, str]:
+    return _HEADERS
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 shape with at most an excerpt of the input, bounded in size
+    and always encodable (``protocols.bodies.bounded_errors``)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": bounded_errors(errors)}, status_code=422)
 
 
 def _client_host(request: Request) -> str:
@@ -83,22 +112,32 @@ def _authorised(
     return user_ok and password_ok
 
 
-def _installer_check(site: LocalSite) -> Callable[..., Any]:
+def _installer_check(
+    site: LocalSite, throttle: BasicAuthThrottle
+) -> Callable[..., Any]:
     """The dependency every route but ``/api/health`` carries: 401 unless the
-    installer logged in (or, with no password, the client is this machine)."""
+    installer logged in (or, with no password, the client is this machine);
+    429 while wrong passwords from the client's address are throttled."""
 
     async def installer(
         request: Request,
         cred: Annotated[HTTPBasicCredentials | None, Depends(_BASIC)],
     ) -> None:
         """401 with a Basic challenge unless the client may use the API."""
+        who = (cred.username, _client_host(request)) if cred else None
+        if who:
+            throttle.check(*who)
         if not _authorised(site, request, cred):
+            if who:
+                throttle.failed(*who)
             raise HTTPException(
                 status_code=401,
                 detail=f"log in as {LOCAL_API_USER!r} with the local_api password "
                 "from the edge config",
                 headers={"WWW-Authenticate": f'Basic realm="{REALM}"'},
             )
+        if who:
+            throttle.succeeded(*who)
 
     return installer
 
@@ -152,6 +191,14 @@ def _add_api_routes(app: FastAPI, site: LocalSite, auth: list[DependsParam]) -> 
         """Accept a pending charger (``LocalSite.approve``)."""
         try:
             return await site.approve(charger_id, body)
+        except LocalApiError as exc:
+            raise _http_error(exc) from None
+
+    @app.post("/api/chargers/{charger_id}/forget", dependencies=auth)
+    async def forget(charger_id: str) -> dict[str, Any]:
+        """Forget a pending charger (``edge.local_api._discovery``)."""
+        try:
+            return forget_pending(site, charger_id)
         except LocalApiError as exc:
             raise _http_error(exc) from None
 
@@ -236,6 +283,11 @@ def _add_page_routes(app: FastAPI, site: LocalSite, auth: list[DependsParam]) ->
             lambda: site.approve(charger_id, ApproveBody.model_validate(fields)),
             approved_done,
         )
+
+    @app.post("/ui/chargers/{charger_id}/forget", dependencies=auth)
+    async def forget_form(charger_id: str) -> Response:
+        """The page's forget button."""
+        return await run_form(lambda: forget_pending(site, charger_id), "forgotten")
 
     @app.post("/ui/site", dependencies=auth)
     async def site_form(request: Request) -> Response:

@@ -13,6 +13,8 @@ __all__ = ["DONE", "approved_done", "render_page"]
 def approved_done(result: dict[str, Any]) -> str:
     """The ``?done=`` key for an approval's answer (whether the password took)."""
     answer = result.get("password_set")
+    if result.get("password_held_for"):
+        return "approved_password_waits"
     if answer is None:
         return "approved"
     if answer == "Accepted":
@@ -29,6 +31,14 @@ DONE = {
     "approved_password_refused": (
         "Charger approved, but it did not take the new password: set the password "
         "on the charger itself; it is accepted when it connects with it."
+    ),
+    "approved_password_waits": (
+        "Charger approved while it is offline: its new password is sent to it "
+        "when it reconnects from the address shown (or set it on the charger)."
+    ),
+    "forgotten": (
+        "Pending charger forgotten: the next device to connect under its id is "
+        "bound to it."
     ),
     "fuse": "Fuse limit saved and applied.",
     "boost": "Boost on.",
@@ -142,7 +152,29 @@ def _health(h: dict[str, Any]) -> list[str]:
         _row("Meter broker", broker),
         _row("Meter broker keeps", _broker_keeps(h.get("site_broker"))),
         _row("Chargers connected", _e(h["chargers_connected"])),
+        _row("Charger connections refused", _refused(h.get("ocpp_refused") or {})),
         "</table></div>",
+    ]
+
+
+def _refused(refused: dict[str, int]) -> str:
+    if not refused:
+        return "none"
+    return ", ".join(f"{_e(k)} {_e(v)}" for k, v in refused.items())
+
+
+def _conflicts(conflicts: list[dict[str, Any]]) -> list[str]:
+    """The other devices that tried a pending id (an alarm for the installer)."""
+    return [
+        f"<div class=bad>Refused: another device tried this id from "
+        f"{_e(c['address'])}"
+        + (
+            f" (certificate {_e(c['certificate_sha256'][:16])}...)"
+            if c["certificate_sha256"]
+            else ""
+        )
+        + f", {_e(c['attempts'])} time(s), last {_e(c['last_at'])}</div>"
+        for c in conflicts
     ]
 
 
@@ -184,6 +216,13 @@ def _chargers(chargers: list[dict[str, Any]]) -> list[str]:
             + (" · charging" if c["transactions"] else "")
             + "</div>",
         ]
+        delivery = c.get("password_delivery")
+        if delivery and delivery["waiting"]:
+            out.append(
+                f"<div>New password waits for its {_e(delivery['bound_to'])} "
+                "to reconnect</div>"
+            )
+            out += _conflicts(delivery["conflicts"])
         if c["control"] is not None:
             out += _control(quote(c["id"], safe=""), c["control"])
         out.append("</div>")
@@ -221,6 +260,9 @@ def _pending(pending: list[dict[str, Any]]) -> list[str]:
             f"<div>{_e(p['vendor'] or '')} {_e(p['model'] or '')} · OCPP "
             f"{_e(p['ocpp_version'])} · from {_e(p['remote'])} · first seen "
             f"{_e(p['first_seen'])}</div>",
+            f"<div>Bound to its first connection's {_e(p['bound_to'])}: only that "
+            "device gets the password. Check it is the charger's.</div>",
+            *_conflicts(p["conflicts"]),
             f'<form method=post action="/ui/chargers/{cid}/approve">',
             "<label>Password set on the charger (16-40 characters)"
             "<input name=password type=password minlength=16 maxlength=40 "
@@ -232,7 +274,10 @@ def _pending(pending: list[dict[str, Any]]) -> list[str]:
             "<label>OCPP version<select name=ocpp_version><option value=''>as the "
             "charger offers</option><option>1.6</option><option>2.0.1</option>"
             "</select></label>",
-            "<button>Approve</button></form></div>",
+            "<button>Approve</button></form>",
+            f'<form method=post action="/ui/chargers/{cid}/forget">'
+            "<button>Forget (the next device to connect under this id is bound "
+            "to it)</button></form></div>",
         ]
     return out
 

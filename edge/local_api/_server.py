@@ -98,4 +98,7 @@ class LocalApiServer:
             lifespan="off",
             timeout_graceful_shutdown=2,
             server_header=False,
+            # the client address is the socket's (Basic-auth throttling keys on
+            # it): no X-Forwarded-For, not even from loopback (uvicorn's default)
+            proxy_headers=False,
         )

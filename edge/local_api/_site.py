@@ -89,6 +89,11 @@ class LocalSite:
         )
         if outcome.password == "Accepted":
             note = "password set on the charger; it reconnects with it now"
+        elif outcome.held_for is not None:
+            note = (
+                f"the charger is offline: its password is sent to it when its "
+                f"{outcome.held_for} reconnects (or set it on the charger itself)"
+            )
         elif outcome.password is not None:
             note = (
                 f"the charger did not take the password ({outcome.password}): set "
@@ -103,6 +108,7 @@ class LocalSite:
             "approved": True,
             "reconnecting": outcome.reconnecting,
             "password_set": outcome.password,
+            "password_held_for": outcome.held_for,
             "controlled": controlled,
             "note": note,
         }

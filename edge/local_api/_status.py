@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.metrics import age_seconds
 from edge.ocpp import OcppNotStarted
+from edge.ocpp.pending import Binding
 from edge.ocpp.server import ChargerState, OcppServer
 from protocols.times import from_ms
 
@@ -32,6 +33,8 @@ def _str_or_none(value: object) -> str | None:
 async def status_document(site: LocalSite, *, show_claim: bool) -> dict[str, Any]:
     """Everything the installer sees: claim code, health, site, chargers, pending
     chargers and meters (``show_claim=False`` leaves the code itself out)."""
+    if site.ocpp is not None:
+        site.ocpp.discovery.expire()  # stale pending chargers leave the page
     return {
         "gateway_id": site.config.gateway_id,
         "software": site.software,
@@ -63,6 +66,7 @@ async def _health(site: LocalSite) -> dict[str, Any]:
         "outbox_used_bytes": None,
         "outbox_cap_bytes": None,
         "site_broker": _site_broker(site),
+        "ocpp_refused": _refused(ocpp),
     }
     if site.outbox is not None:
         s = await site.outbox.stats()
@@ -152,6 +156,7 @@ def _charger(site: LocalSite, cid: str) -> dict[str, Any]:
     }
     if state is not None:
         out.update(_charger_state(state))
+    out["password_delivery"] = _delivery(site.ocpp, cid)
     if site.controller is not None and cid in site.controller.chargers:
         out["control"] = _control(site.controller, cid)
     return out
@@ -196,16 +201,65 @@ def _control(c: Controller, cid: str) -> dict[str, Any]:
     }
 
 
+def _refused(ocpp: OcppServer | None) -> dict[str, int]:
+    """Handshakes refused since the start, by reason (``edge.ocpp.pending``)."""
+    if ocpp is None:
+        return {}
+    return dict(sorted(ocpp.discovery.registry.refused.items()))
+
+
+def _binding(binding: Binding | None) -> dict[str, Any]:
+    """Whom a pending id is bound to, and the other devices that tried it."""
+    if binding is None:
+        return {
+            "bound_to": None,
+            "bound_address": None,
+            "bound_certificate_sha256": None,
+            "conflicts": [],
+        }
+    return {
+        "bound_to": binding.peer.label,
+        "bound_address": binding.peer.address,
+        "bound_certificate_sha256": binding.peer.fingerprint,
+        "conflicts": [
+            {
+                "address": c.peer.address,
+                "certificate_sha256": c.peer.fingerprint,
+                "first_at": iso(c.first_at),
+                "last_at": iso(c.last_at),
+                "attempts": c.attempts,
+            }
+            for c in binding.conflicts
+        ],
+    }
+
+
+def _delivery(ocpp: OcppServer | None, cid: str) -> dict[str, Any] | None:
+    """An approved charger's new password: waiting for its bound device, or the
+    charger's last answer to it; None when it was never sent."""
+    if ocpp is None:
+        return None
+    registry = ocpp.discovery.registry
+    waiting = registry.deliveries.get(cid)
+    answer = registry.delivery_results.get(cid)
+    if waiting is None and answer is None:
+        return None
+    return {"waiting": waiting is not None, "answer": answer, **_binding(waiting)}
+
+
 def _pending(ocpp: OcppServer | None) -> list[dict[str, Any]]:
     if ocpp is None:
         return []
+    bindings = ocpp.discovery.registry.bindings
     out = []
     for p in sorted(ocpp.pending.values(), key=lambda p: p.first_seen):
         state = ocpp.chargers.get(p.id)
         out.append(
             {
                 "id": p.id,
-                "connected": bool(state and state.connected),
+                "connected": bool(
+                    state and state.connected and state.registration == "pending"
+                ),
                 "ocpp_version": p.ocpp_version,
                 "first_seen": iso(p.first_seen),
                 "last_seen": iso(p.last_seen),
@@ -214,6 +268,7 @@ def _pending(ocpp: OcppServer | None) -> list[dict[str, Any]]:
                 "model": p.boot.model if p.boot else None,
                 "serial_number": p.boot.serial_number if p.boot else None,
                 "firmware_version": p.boot.firmware_version if p.boot else None,
+                **_binding(bindings.get(p.id)),
             }
         )
     return out

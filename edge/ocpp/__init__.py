@@ -11,7 +11,12 @@ Modules:
   chargers, commands to chargers: set/clear charging profiles, composite
   schedule, ...);
 * ``edge.ocpp.handshake``: the websockets hooks of the opening handshake (HTTP
-  refusals, subprotocol, TLS context);
+  refusals, subprotocol, TLS context, websockets' own log lines);
+* ``edge.ocpp.pending``: discovery's pending chargers, pure: each id bound to
+  the device of its first connection (TLS client certificate, else address),
+  conflicts, bounds per address and per gateway, expiry, quiet refusals;
+* ``edge.ocpp.discovery``: ``Discovery``, what the installer's approve and
+  forget do to the connections (the new password to the bound device only);
 * ``edge.ocpp.routes``: one ``ChargePoint`` subclass per OCPP version, routing
   each action to the charger's session;
 * ``edge.ocpp.session``: ``ChargerSession``, what each message means for one

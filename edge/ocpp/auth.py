@@ -2,7 +2,10 @@
 which OCPP version do we talk.
 
 * Identity: the last segment of the URL path, percent-decoded; a trailing slash and
-  a query string are tolerated (real chargers send both).
+  a query string are tolerated (real chargers send both). It must then fit the
+  charger-id pattern the cloud uses too (``CHARGE_POINT_ID_PATTERN``: 1-48 of
+  ``A-Z a-z 0-9 * - _ = : + | @ .``, the OCPP 2.0.1 identifierString) and not be a
+  dot segment (``.``, ``..``); ``charger_id_problem`` says what is wrong.
 * Basic auth (security profiles 1 and 2): ``Authorization: Basic
   base64(<identity>:<password>)``. OCPP 1.6's AuthorizationKey is configured as a hex
   string, and chargers send either that hex *string* or the raw *bytes* it encodes
@@ -19,15 +22,24 @@ import base64
 import binascii
 import contextlib
 import hmac
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
+from edge.ocpp.config import (
+    CHARGE_POINT_ID_CHARACTERS,
+    CHARGE_POINT_ID_PATTERN,
+    MAX_CHARGE_POINT_ID,
+)
+
 __all__ = [
     "SUBPROTOCOLS",
+    "charger_id_problem",
     "check_basic_auth",
     "choose_subprotocol",
     "identity_from_path",
     "password_forms",
+    "redact_secrets",
 ]
 
 SUBPROTOCOLS: dict[str, str] = {"ocpp2.0.1": "2.0.1", "ocpp1.6": "1.6"}
@@ -39,6 +51,42 @@ def identity_from_path(path: str) -> str | None:
     segments = urlsplit(path).path.rstrip("/").split("/")
     identity = unquote(segments[-1]) if segments else ""
     return identity or None
+
+
+_ID_CHARACTERS = re.compile(CHARGE_POINT_ID_CHARACTERS + "+")
+
+
+def charger_id_problem(identity: str) -> str | None:
+    """What is wrong with ``identity`` as a charger id (for the HTTP 400 and the
+    log), or None when it fits ``CHARGE_POINT_ID_PATTERN`` and is no dot
+    segment. Every id the edge lets in, stores or forwards to the cloud passed
+    this (configured ones passed the same pattern in ``ChargerConfig``)."""
+    if not identity:
+        return "empty"
+    if len(identity) > MAX_CHARGE_POINT_ID:
+        return f"longer than {MAX_CHARGE_POINT_ID} characters ({len(identity)})"
+    if not identity.isascii():
+        return "not ASCII"
+    if identity in (".", ".."):
+        return "a dot segment ('.' or '..')"
+    if re.fullmatch(CHARGE_POINT_ID_PATTERN, identity) is None:
+        rest = _ID_CHARACTERS.sub("", identity)
+        return f"character {rest[:1]!r} not allowed (only A-Z a-z 0-9 *-_=:+|@.)"
+    return None
+
+
+_SECRET_KEYS = ("AuthorizationKey", "BasicAuthPassword")
+_FRAME_VALUES = re.compile(r'("(?:value|attributeValue)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` (a frame, as the ``ocpp`` library logs every one it sends or
+    receives) with its values replaced by ``"<redacted>"`` when it sets or
+    reads a charger's password (1.6 ``AuthorizationKey``, 2.0.1
+    ``BasicAuthPassword``); any other text unchanged."""
+    if not any(key in text for key in _SECRET_KEYS):
+        return text
+    return _FRAME_VALUES.sub(r'\1"<redacted>"', text)
 
 
 def password_forms(password: str) -> list[bytes]:

@@ -18,10 +18,14 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    field_validator,
     model_validator,
 )
 
 __all__ = [
+    "CHARGE_POINT_ID_CHARACTERS",
+    "CHARGE_POINT_ID_PATTERN",
+    "MAX_CHARGE_POINT_ID",
     "ChargerConfig",
     "ChargerList",
     "IdTagConfig",
@@ -34,8 +38,12 @@ __all__ = [
 OcppVersion = Literal["1.6", "2.0.1"]
 
 # OCPP 2.0.1 identifierString (Part 2 §2.1.3), at most 48 characters; 1.6 chargers
-# use the same characters in practice
-_CHARGE_POINT_ID = r"^[A-Za-z0-9*\-_=:+|@.]{1,48}$"
+# use the same characters in practice. The cloud checks charger ids against the
+# same pattern (``protocols.lease``, ``cloud.api.deps.CHARGER_PATTERN``), so an id
+# the edge lets in never stops the cloud (tests/unit/test_ocpp_pending.py)
+CHARGE_POINT_ID_CHARACTERS = r"[A-Za-z0-9*\-_=:+|@.]"
+MAX_CHARGE_POINT_ID = 48
+CHARGE_POINT_ID_PATTERN = rf"^{CHARGE_POINT_ID_CHARACTERS}{{1,{MAX_CHARGE_POINT_ID}}}$"
 
 
 class _Strict(BaseModel):
@@ -74,7 +82,7 @@ class ChargerConfig(_Strict):
     """One charger the edge accepts, by its charge point identity."""
 
     id: str = Field(
-        pattern=_CHARGE_POINT_ID,
+        pattern=CHARGE_POINT_ID_PATTERN,
         description="charge point identity, the last segment of the charger's URL",
     )
     password: SecretStr | None = Field(
@@ -104,6 +112,15 @@ class ChargerConfig(_Strict):
     phase: Literal[1, 2, 3] = Field(
         default=1, description="the site phase a single-phase charger is wired to"
     )
+
+    @field_validator("id")
+    @classmethod
+    def _no_dot_segment(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError(
+                "a charger id may not be '.' or '..' (URLs resolve them away)"
+            )
+        return value
 
     @property
     def validation(self) -> str:
@@ -176,9 +193,37 @@ class OcppServerConfig(_Strict):
     )
     tls_cert: Path | None = Field(default=None, description="PEM chain, profile 2")
     tls_key: Path | None = Field(default=None, description="PEM key, profile 2")
+    tls_client_ca: Path | None = Field(
+        default=None,
+        description=(
+            "profile 2: PEM CA(s) for chargers' TLS client certificates (OCPP "
+            "profile 3 style). Asked for, optional, verified when presented; a "
+            "pending charger is then bound to its certificate, not its address"
+        ),
+    )
     allow_discovery: bool = Field(
         default=False,
         description="hold unknown chargers as pending for the installer, not 404",
+    )
+    max_pending: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="pending (discovered) chargers the gateway holds at most",
+    )
+    max_pending_per_address: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="pending chargers one source address may hold at most",
+    )
+    pending_expiry_s: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description=(
+            "a pending charger (or an approved one whose password waits for it) "
+            "with no connection this long is dropped"
+        ),
     )
     ping_interval_s: float | None = Field(
         default=30, gt=0, description="websocket ping interval; unset: no pings"
@@ -233,4 +278,9 @@ class OcppServerConfig(_Strict):
             self.tls_cert is None or self.tls_key is None
         ):
             raise ValueError("security_profile 2 needs tls_cert and tls_key")
+        if self.tls_client_ca is not None and self.security_profile != 2:
+            raise ValueError(
+                "tls_client_ca needs security_profile 2 (client certificates "
+                "travel over TLS)"
+            )
         return self

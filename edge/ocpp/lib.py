@@ -7,19 +7,26 @@ the library's habits in one place:
 * payload classes are looked up by class name (never alias or wrap them);
 * handler kwargs are snake_case, nested objects arrive as plain dicts;
 * a schema-validation switch exists only per action (``skip_schema_validation``),
-  so ``make_lenient`` flips it on one instance's route map for lenient chargers.
+  so ``make_lenient`` flips it on one instance's route map for lenient chargers,
+  and ``schema_unchecked`` for the one message whose meter values were all
+  skipped (after ``check_request`` passed the rest of it);
+* ``meter_value_rules`` reads what the library's schemas allow in a meter value,
+  for ``protocols.ocpp.salvage`` (pure), which mends or drops bad sampled values
+  before the library validates the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from importlib import resources
 from typing import Any, TypeVar, cast
 
+from jsonschema import Draft4Validator as _Draft4Validator
 from ocpp import v16 as _v16
 from ocpp import v201 as _v201
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
@@ -28,6 +35,8 @@ from ocpp.exceptions import NotImplementedError as _NotImplemented
 from ocpp.exceptions import NotSupportedError as _NotSupported
 from ocpp.exceptions import OCPPError as _OCPPError
 from ocpp.exceptions import UnknownCallErrorCodeError as _UnknownCallErrorCode
+from ocpp.messages import Call as _Call
+from ocpp.messages import validate_payload as _validate_payload
 from ocpp.routing import after as _after
 from ocpp.routing import on as _on
 from ocpp.v16 import call as call16
@@ -36,6 +45,8 @@ from ocpp.v16 import enums as enums16
 from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201 import enums as enums201
+
+from protocols.ocpp.salvage import METER_VALUE_LISTS, Check, SampleRules
 
 __all__ = [
     "CallErrorAnswer",
@@ -46,13 +57,18 @@ __all__ = [
     "boot_result",
     "call16",
     "call201",
+    "check_request",
     "clip_strings",
     "heartbeat_result",
+    "known_actions",
     "make_lenient",
+    "meter_value_rules",
     "on",
     "outgoing_call",
     "result16",
     "result201",
+    "routed_actions",
+    "schema_unchecked",
     "status_result",
 ]
 
@@ -88,6 +104,25 @@ class _SpecErrorCodes:
                 {"cause": f"{msg.action} is no OCPP {self._ocpp_version} action"},
             )
         return await super()._handle_call(msg)  # type: ignore[misc]
+
+
+def known_actions(version: str) -> frozenset[str]:
+    """Every action name of ``version`` as the library's enum lists it (1.6 with
+    the security whitepaper's messages)."""
+    actions = enums16.Action if version == "1.6" else enums201.Action
+    return frozenset(a.value for a in actions)
+
+
+def routed_actions(charge_point_class: type) -> frozenset[str]:
+    """The actions a ``ChargePoint`` subclass has an ``@on`` handler for."""
+    return frozenset(
+        action
+        for name in dir(charge_point_class)
+        if isinstance(
+            action := getattr(getattr(charge_point_class, name), "_on_action", None),
+            str,
+        )
+    )
 
 
 def _known_action(action: str, version: str) -> bool:
@@ -134,6 +169,29 @@ def make_lenient(charge_point: object) -> None:
     routes = cast(dict[str, dict[str, Any]], charge_point.route_map)  # type: ignore[attr-defined]
     for route in routes.values():
         route["_skip_schema_validation"] = True
+
+
+@contextlib.contextmanager
+def schema_unchecked(charge_point: object, action: str) -> Iterator[None]:
+    """Skip schema validation of ``action`` on this one connection while the
+    block runs (one message: the server routes a charger's frames one at a
+    time); a lenient connection stays lenient."""
+    routes = cast(dict[str, dict[str, Any]], charge_point.route_map)  # type: ignore[attr-defined]
+    route = routes[action]
+    before = route.get("_skip_schema_validation", False)
+    route["_skip_schema_validation"] = True
+    try:
+        yield
+    finally:
+        route["_skip_schema_validation"] = before
+
+
+async def check_request(version: str, action: str, payload: dict[str, Any]) -> None:
+    """Validate a CALL's ``payload`` as the library does before routing it:
+    raises the library's ``OCPPError`` (with its code) when the schema refuses."""
+    await _validate_payload(
+        _Call(unique_id="check", action=action, payload=payload), version
+    )
 
 
 def boot_result(
@@ -272,3 +330,56 @@ def clip_strings(
         return value
 
     return walk(payload, schema, ""), clipped
+
+
+def _resolved(node: Mapping[str, Any], definitions: Mapping[str, Any]) -> Any:
+    """``node`` with a ``#/definitions/`` reference followed."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/definitions/"):
+        return definitions.get(ref.rsplit("/", 1)[1], {})
+    return node
+
+
+def _checker(schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Check:
+    """The schema as a ``Check``: None, or the top-level key of the first error
+    ("" when the object as a whole fails). The library's own validator class
+    (jsonschema is its pinned dependency): a sampled value is judged exactly as
+    the library judges the whole message."""
+    validator = _Draft4Validator({**schema, "definitions": dict(definitions)})
+
+    def check(obj: Mapping[str, Any]) -> str | None:
+        for error in validator.iter_errors(obj):
+            return str(error.path[0]) if error.path else ""
+        return None
+
+    return check
+
+
+@functools.cache
+def meter_value_rules(version: str, action: str) -> SampleRules | None:
+    """What the library's schema of ``action`` allows in a meter value and a
+    sampled value (``protocols.ocpp.salvage``); None for an action without
+    meter values."""
+    key = METER_VALUE_LISTS.get(version, {}).get(action)
+    schema = _request_schema(version, action) if key else None
+    if key is None or schema is None:
+        return None
+    definitions = schema.get("definitions", {})
+    entry = _resolved(schema["properties"][key]["items"], definitions)
+    sample = _resolved(entry["properties"]["sampledValue"]["items"], definitions)
+    props = {
+        name: _resolved(node, definitions)
+        for name, node in sample["properties"].items()
+    }
+    return SampleRules(
+        value_type="string" if props["value"]["type"] == "string" else "number",
+        enums={
+            name: frozenset(node["enum"])
+            for name, node in props.items()
+            if isinstance(node.get("enum"), list)
+        },
+        sample_keys=frozenset(props),
+        entry_keys=frozenset(entry["properties"]),
+        check_sample=_checker(sample, definitions),
+        check_entry=_checker(entry, definitions),
+    )

@@ -8,6 +8,15 @@ until the charger sends a good frame again; the full detail (the frame, a
 traceback) goes to DEBUG. ``LibraryLog`` is what the ``ocpp`` library gets as
 its logger: the CallErrors it answers for a bad CALL go through ``BadInput``;
 everything else passes through.
+
+Sampled values are a second ledger on the same object (``BadInput.values``): a
+message that had some skipped (unreadable) or tolerated (mended) was still
+stored and answered, so it is no bad frame; the values are counted by reason
+(``values_skipped``, ``values_tolerated``: the metrics
+``fusebox_ocpp_values_skipped_total`` and ``..._tolerated_total``), and one line
+is logged when a charger shows a kind it has not shown before (its state of
+quirks changed), at most ``MAX_VALUE_KINDS`` kinds per charger; a charger
+resending the same quirky values logs nothing more.
 """
 
 from __future__ import annotations
@@ -15,13 +24,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from edge.ocpp import lib
+from edge.ocpp.auth import redact_secrets
 
 log = logging.getLogger("fusebox.edge.ocpp")
 
-__all__ = ["BadInput", "LibraryLog"]
+__all__ = ["MAX_VALUE_KINDS", "BadInput", "LibraryLog"]
+
+MAX_VALUE_KINDS = 32
+"""Distinct kinds of skipped or tolerated sampled values logged per charger; the
+ones after that are only counted (a charger cannot flood the log by varying a
+unit's spelling)."""
 
 
 class BadInput:
@@ -32,6 +48,10 @@ class BadInput:
         self.counts: Counter[str] = Counter()
         self._failing: str | None = None
         self._quiet = 0  # bad frames not logged since the last line
+        # sampled values skipped / tolerated, by reason; the kinds logged
+        self.values_skipped: Counter[str] = Counter()
+        self.values_tolerated: Counter[str] = Counter()
+        self._value_kinds: set[tuple[str, str, str]] = set()
 
     def bad(self, reason: str, detail: str, *, exc_info: bool = False) -> None:
         """One bad frame: WARNING if it starts a new kind of bad, else DEBUG."""
@@ -67,6 +87,46 @@ class BadInput:
             )
             self._failing, self._quiet = None, 0
 
+    def values(
+        self,
+        skipped: Sequence[tuple[str, str]],
+        tolerated: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """One message's sampled values that were skipped or tolerated, as
+        ``(reason, detail)``: counted; one line for kinds not seen before."""
+        new: list[str] = []
+        warn = False
+        for outcome, findings, counts in (
+            ("skipped", skipped, self.values_skipped),
+            ("tolerated", tolerated, self.values_tolerated),
+        ):
+            for reason, detail in findings:
+                counts[reason] += 1
+                kind = (outcome, reason, detail)
+                if kind in self._value_kinds:
+                    continue
+                if len(self._value_kinds) < MAX_VALUE_KINDS:
+                    self._value_kinds.add(kind)
+                    new.append(f"{outcome} {reason}: {detail}"[:120])
+                    warn = warn or outcome == "skipped"
+                elif len(self._value_kinds) == MAX_VALUE_KINDS:
+                    self._value_kinds.add(("", "", ""))  # the cap, logged once
+                    new.append(f"more than {MAX_VALUE_KINDS} kinds: only counted")
+        if new:
+            log.log(
+                logging.WARNING if warn else logging.INFO,
+                "ocpp: charger %s: sampled values %s (the rest of the message "
+                "stored; counted, logged again for a new kind)",
+                self.charger_id,
+                "; ".join(new)[:600],
+            )
+        log.debug(
+            "ocpp: charger %s: sampled values skipped %s, tolerated %s",
+            self.charger_id,
+            list(skipped),
+            list(tolerated),
+        )
+
 
 class LibraryLog:
     """The logger handed to the ``ocpp`` library for one charger.
@@ -95,13 +155,22 @@ class LibraryLog:
         self.bad_input.bad(reason, text, exc_info=True)
 
     def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        self._base.debug(msg, *args, **kwargs)
+        self._base.debug(msg, *_redacted(args), **kwargs)
 
     def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        self._base.info(msg, *args, **kwargs)
+        # the library logs every frame here, both ways: at DEBUG (a gateway's log
+        # is not a frame trace; a charger resending a bad frame must not fill the
+        # disk), and never with a charger's new password
+        self._base.debug(msg, *_redacted(args), **kwargs)
 
     def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
         self._base.warning(msg, *args, **kwargs)
 
     def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
         self._base.error(msg, *args, **kwargs)
+
+
+def _redacted(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Log arguments with any charger password in a frame redacted
+    (``edge.ocpp.auth.redact_secrets``)."""
+    return tuple(redact_secrets(a) if isinstance(a, str) else a for a in args)

@@ -12,6 +12,14 @@ respells for 1.6 chargers as the OCPP-J 1.6 names (FormationViolation,
 OccurenceConstraintViolation, typos kept by the OCA;
 ``protocols.ocpp.frames.respell_16``). A handler that raises is answered with
 InternalError by the library.
+
+Meter values are salvaged before the library validates a message
+(``_Csms._handle_call``, rules in ``protocols.ocpp.salvage``): a sampled value
+the schema would refuse is mended (tolerated) or dropped (skipped), counted per
+charger and reason (``ChargerSession.note_values``), and the rest of the message
+is validated, stored and answered with a CallResult. Validation stays on for
+everything else; a message with no salvageable data (no meter-value list, no
+connectorId/evseId) still gets the schema's CallError.
 """
 
 from __future__ import annotations
@@ -23,8 +31,9 @@ from websockets.asyncio.server import ServerConnection
 
 from edge.ocpp import lib
 from edge.ocpp.quiet import BadInput, LibraryLog
-from edge.ocpp.session import ChargerSession
+from edge.ocpp.session import ChargerSession, iso_utc
 from protocols.ocpp.frames import respell_16
+from protocols.ocpp.salvage import salvage
 
 __all__ = ["CHARGE_POINT_CLASSES", "Csms16", "Csms201", "Link", "charge_point_for"]
 
@@ -57,6 +66,8 @@ class _Csms:
     """What both versions' routes share: the library's ``ChargePoint`` for the
     session's charger, handing every CALL to ``ChargerSession``."""
 
+    route_map: dict[str, dict[str, Any]]  # the library's, per instance
+
     def __init__(
         self,
         session: ChargerSession,
@@ -69,6 +80,36 @@ class _Csms:
             session.state.id, link, response_timeout=response_timeout_s, logger=logger
         )
         self._session = session
+
+    async def _handle_call(self, msg: Any) -> Any:
+        """Salvage the meter values of ``msg`` (module docstring), then let the
+        library validate and route it; the salvage is counted once the message
+        passed (a refused one is resent by the charger and counted then). A
+        MeterValues whose every sampled value was skipped is routed unvalidated
+        once the rest of it passed the schema."""
+        version = self._session.version
+        rules = lib.meter_value_rules(version, msg.action)
+        if rules is None or not isinstance(msg.payload, dict):
+            return await super()._handle_call(msg)  # type: ignore[misc]
+        received_at = iso_utc(self._session.now())
+        mended = salvage(
+            version, msg.action, msg.payload, rules, received_at=received_at
+        )
+        msg.payload = mended.payload
+        if not mended.emptied:
+            answer = await super()._handle_call(msg)  # type: ignore[misc]
+        else:
+            # nothing left to store: the rest of the message must still be valid
+            if not self.route_map[msg.action].get("_skip_schema_validation", False):
+                zero = "0" if rules.value_type == "string" else 0
+                stand_in = {"timestamp": received_at, "sampledValue": [{"value": zero}]}
+                await lib.check_request(
+                    version, msg.action, {**mended.payload, "meterValue": [stand_in]}
+                )
+            with lib.schema_unchecked(self, msg.action):
+                answer = await super()._handle_call(msg)  # type: ignore[misc]
+        self._session.note_values(mended.skipped, mended.tolerated)
+        return answer
 
 
 class Csms16(_Csms, lib.ChargePoint16):  # type: ignore[misc]

@@ -23,8 +23,16 @@ them. Layers, outside in, each in its own module:
 
 A charger that is *pending* (discovered, not configured) may only send
 BootNotification (answered Pending, kept in ``OcppServer.pending`` for the
-installer) and Heartbeat; any other CALL is answered SecurityError (OCPP-J 1.6
-errata §3.8) and nothing of it reaches the outbox.
+installer) and, in 1.6, Heartbeat; any other CALL is answered SecurityError
+(2.0.1 B02.FR.09, OCPP-J 1.6 errata §3.8; ``protocols.ocpp.frames``) and
+nothing of it reaches the outbox.
+
+Discovery (``edge.ocpp.discovery``, decisions in ``edge.ocpp.pending``): a
+pending charger id is bound to the device of its first connection (TLS client
+certificate, else address); another device under it is refused at the handshake
+and shown to the installer as a conflict; the installer's approval sends the new
+password to the bound device only (waiting for it to reconnect if need be);
+pending ids are bounded per address and per gateway and expire unconnected.
 
 The registry's records (``ChargerState``, ``PendingCharger``, ...) live in
 ``edge.ocpp.state`` and are re-exported here.
@@ -49,14 +57,12 @@ from edge.ocpp import FrameError, OcppNotStarted, OcppServerError, handshake, li
 from edge.ocpp.auth import identity_from_path
 from edge.ocpp.authorize import Authorizer
 from edge.ocpp.commands import (
-    BASIC_AUTH_PASSWORD_201,
     CAPABILITY_KEYS_16,
     CAPABILITY_VARIABLES_201,
     Capabilities,
     ChargerNotConnected,
     CommandFailed,
     Variable,
-    authorization_key_16,
     capabilities_16,
     capabilities_201,
     change_availability_request,
@@ -76,6 +82,7 @@ from edge.ocpp.commands import (
     variables_answer,
 )
 from edge.ocpp.config import ChargerConfig, OcppServerConfig
+from edge.ocpp.discovery import CLOSE_FORGOTTEN, Discovery
 from edge.ocpp.quiet import BadInput, LibraryLog
 from edge.ocpp.routes import Csms16, Csms201, Link, charge_point_for
 from edge.ocpp.session import ChargerSession
@@ -169,7 +176,8 @@ class OcppServer:
         self.chargers: dict[str, ChargerState] = {}
         # bad frames per charger, counted by reason and logged on a change
         self.bad_input: dict[str, BadInput] = {}
-        self.pending: dict[str, PendingCharger] = {}
+        # discovery's pending chargers, their bindings and the refusals
+        self.discovery = Discovery(self)
         self._server: Server | None = None
         self.transactions_path = transactions_path
         self._transactions: TransactionStore | None = None
@@ -256,6 +264,9 @@ class OcppServer:
             ping_timeout=cfg.ping_timeout_s,
             max_size=cfg.max_message_bytes,
             ssl=handshake.ssl_context(cfg),
+            logger=handshake.WebsocketsLog(
+                logging.getLogger("websockets.server"), self.discovery.registry
+            ),
         )
         log.info(
             "ocpp: listening on %s://%s:%d/<charge point id> (security profile %d, "
@@ -292,81 +303,26 @@ class OcppServer:
         finally:
             await self.stop()
 
+    @property
+    def pending(self) -> dict[str, PendingCharger]:
+        """The unknown chargers discovery holds for the installer, by id (their
+        bindings: ``discovery.registry``)."""
+        return self.discovery.registry.chargers
+
     async def approve(self, charger: ChargerConfig) -> ApproveOutcome:
-        """Accept a charger that discovery held as pending (the installer approved it):
-        from now on it is known, and its next connection must pass the normal
-        checks (Basic auth with ``charger.password`` in profiles 1 and 2).
-
-        If its pending connection is still open, the password is first set on the
-        charger (1.6 ``AuthorizationKey``, 2.0.1 ``SecurityCtrlr.BasicAuthPassword``:
-        a CSMS may configure a charger while its boot is Pending), then the
-        connection is closed (1012, service restart) so that it reconnects at
-        once with it. The outcome says what the charger answered; a charger that
-        refused or did not answer needs the password set on it by hand.
+        """Accept a charger that discovery held as pending (the installer
+        approved it): from now on it is known, and its password (profiles 1 and
+        2) goes to the device its pending id is bound to, now or when it
+        reconnects (``edge.ocpp.discovery``). The outcome says what the charger
+        answered; a charger that refused needs the password set on it by hand.
         ``KeyError`` if ``charger.id`` is not pending."""
-        if charger.id not in self.pending:
-            raise KeyError(f"charger {charger.id!r} is not pending")
-        self.known[charger.id] = charger
-        del self.pending[charger.id]
-        log.info("ocpp: pending charger %s approved by the installer", charger.id)
-        state = self.chargers.get(charger.id)
-        link = getattr(state.charge_point, "_connection", None) if state else None
-        if state is None or not state.connected or not isinstance(link, Link):
-            return ApproveOutcome(reconnecting=False, password=None)
-        answer: str | None = None
-        if charger.password is not None and self.config.security_profile in (1, 2):
-            answer = await self._push_password(
-                charger.id, charger.password.get_secret_value()
-            )
-        self.spawn(link.close(1012, "approved: reconnect with credentials"))
-        return ApproveOutcome(reconnecting=True, password=answer)
+        return await self.discovery.approve(charger)
 
-    async def _push_password(self, charger_id: str, password: str) -> str:
-        """Set ``password`` on the connected (pending) charger; its answer, or
-        "NoAnswer" / "CallError: <code>" / "Disconnected". The installer waits
-        for this, so a silent charger gets 10 s at most."""
-        wait_s = min(self.config.response_timeout_s, 10.0)
-        try:
-            if self._version(charger_id) == "1.6":
-                answer = await self._command(
-                    charger_id,
-                    "ChangeConfiguration",
-                    lambda v: change_configuration_request(
-                        "AuthorizationKey", authorization_key_16(password)
-                    ),
-                    pending_ok=True,
-                    timeout_s=wait_s,
-                )
-                status = str(answer.get("status"))
-            else:
-                answer = await self._command(
-                    charger_id,
-                    "SetVariables",
-                    lambda v: set_variables_request(
-                        [(BASIC_AUTH_PASSWORD_201, password)]
-                    ),
-                    pending_ok=True,
-                    timeout_s=wait_s,
-                )
-                results = variables_answer(answer, "set_variable_result")
-                status = next(iter(results.values()), ("NoAnswer", None))[0]
-        except TimeoutError:
-            status = "NoAnswer"
-        except CommandFailed as err:
-            status = f"CallError: {err.code}"
-        except ChargerNotConnected:
-            status = "Disconnected"
-        # never log the password itself
-        level = logging.INFO if status == "Accepted" else logging.WARNING
-        log.log(
-            level,
-            "ocpp: charger %s: new password %s",
-            charger_id,
-            "set on the charger"
-            if status == "Accepted"
-            else f"not set on the charger ({status}): set it there by hand",
-        )
-        return status
+    def forget_pending(self, charger_id: str) -> str | None:
+        """The installer forgets a pending id ("pending") or the password
+        waiting for an approved one ("delivery"): its bound connection is
+        closed, its next connection is bound anew. None if neither."""
+        return self.discovery.forget(charger_id)
 
     # -- commands to chargers ---------------------------------------------------
     # Callable from outside any handler (controller, tests); never from inside a
@@ -660,7 +616,15 @@ class OcppServer:
     def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        return handshake.process_request(self.config, self.known, connection, request)
+        self.discovery.expire()
+        return handshake.process_request(
+            self.config,
+            self.known,
+            self.discovery.registry,
+            connection,
+            request,
+            self.clock(),
+        )
 
     def _select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
@@ -683,10 +647,17 @@ class OcppServer:
             )
             await ws.close(handshake.CLOSE_NO_COMMON_VERSION, "no common OCPP version")
             return
-        state, cp = self._register(ws, identity, version)
+        registration = self.discovery.opened(ws, identity, version)
+        if registration is None:
+            log.info("ocpp: charger %s is no longer pending; closing", identity)
+            await ws.close(CLOSE_FORGOTTEN, "no longer pending: connect again")
+            return
+        state, cp = self._register(ws, identity, version, registration)
         if state.registration == "accepted":
             self.spawn(self._boot_backstop(state))
             self.notify(identity)
+        else:
+            self.discovery.started(state)
         log.info(
             "ocpp: charger %s connected from %s, OCPP %s, %s",
             identity,
@@ -699,6 +670,7 @@ class OcppServer:
         except ConnectionClosed:
             pass
         finally:
+            self.discovery.closed(ws, identity)
             if self.chargers.get(identity) is state:
                 state.connected = False
                 self.notify(identity)
@@ -707,26 +679,22 @@ class OcppServer:
             )
 
     def _register(
-        self, ws: ServerConnection, identity: str, version: str
+        self,
+        ws: ServerConnection,
+        identity: str,
+        version: str,
+        registration: Registration,
     ) -> tuple[ChargerState, Csms16 | Csms201]:
-        """Enter a new connection in the registry (and a pending charger in
-        ``pending``) with the library's ``ChargePoint`` that will route its CALLs."""
+        """Enter a new connection in the registry (a pending one is in
+        ``pending`` already: ``Discovery.opened``) with the library's
+        ``ChargePoint`` that will route its CALLs."""
         now = self.clock()
         remote = handshake.remote_address(ws)
-        registration: Registration = "accepted" if identity in self.known else "pending"
         state = ChargerState(identity, version, registration, now, now, remote)
         previous = self.chargers.get(identity)
         if previous is not None:
             # a reconnect often beats the old socket's death: the newest one wins
             state.carry_over(previous)
-        if registration == "pending":
-            held = self.pending.get(identity)
-            if held is None:
-                self.pending[identity] = PendingCharger(
-                    identity, now, now, remote, version
-                )
-            else:
-                held.last_seen, held.remote, held.ocpp_version = now, remote, version
         self.chargers[identity] = state
         cp = charge_point_for(
             ChargerSession(self, state),
@@ -748,11 +716,8 @@ class OcppServer:
         version = state.ocpp_version
         async for raw in ws:
             state.last_seen = self.clock()
-            # (an approved charger's pending connection is no longer in
-            # ``pending`` while it answers the new password)
-            held = self.pending.get(state.id)
-            if held is not None and state.registration == "pending":
-                held.last_seen = state.last_seen
+            if state.registration == "pending":
+                self.discovery.seen(state)
             bad = self._bad_input(state.id)
             try:
                 frame = screen_frame(raw, version)
@@ -765,7 +730,7 @@ class OcppServer:
             if frame is None:
                 continue
             if state.registration == "pending":
-                refusal = refuse_while_pending(frame)
+                refusal = refuse_while_pending(frame, version)
                 if refusal is not None:
                     await ws.send(refusal.frame())
                     continue
@@ -794,6 +759,8 @@ class OcppServer:
                     isinstance(library_log, LibraryLog) and library_log.refused_last
                 ):
                     bad.ok()
+            if state.registration == "pending":
+                self.discovery.routed(state)  # a waiting password, after the boot
 
     def _bad_input(self, charger_id: str) -> BadInput:
         """The charger's bad-input log (kept across its reconnects)."""

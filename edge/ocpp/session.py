@@ -20,10 +20,14 @@ CALLERROR would burn one of the charger's retries of a queued message): unknown
 transaction ids, ``-1`` and duplicate stops included. A 1.6 stop whose
 transactionId is not positive (-1: the start never got an answer; 0: a firmware
 bug) cannot be keyed to a session; it is stored as a ``session_stop_unmatched``
-event, which the cloud keeps but does not fold. Sampled values that cannot be
-converted (unknown measurand or unit, unreadable value) are skipped, counted in
-``OcppServer.skipped`` and logged once per charger and reason; the rest of the
-message is stored.
+event, which the cloud keeps but does not fold.
+
+Sampled values: the routes salvage them before the schema sees the message
+(``protocols.ocpp.salvage``); what is still not convertible here (a measurand
+the edge does not store, a unit that does not fit the measurand, an
+implausible value) is skipped too. Both land in the charger's bad-input
+accounting (``edge.ocpp.quiet.BadInput.values``: counted by reason, skipped and
+tolerated, logged when a new kind appears); the rest of the message is stored.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, Protocol
 from edge.ocpp import lib
 from edge.ocpp.authorize import Authorizer
 from edge.ocpp.config import ChargerConfig, OcppServerConfig, ToleranceConfig
+from edge.ocpp.quiet import BadInput
 from edge.ocpp.state import (
     BootInfo,
     ChargerState,
@@ -55,7 +60,7 @@ from edge.outbox import Event
 from protocols.events import SessionStarted, SessionStopped
 from protocols.readings import Reading
 
-__all__ = ["ChargerSession", "SessionHost"]
+__all__ = ["ChargerSession", "SessionHost", "iso_utc"]
 
 log = logging.getLogger("fusebox.edge.ocpp")
 
@@ -106,12 +111,12 @@ class SessionHost(Protocol):
         """Read the charger's smart-charging capabilities; failures are logged, not
         raised."""
 
-    def note_skipped(self, charger: str, reasons: Sequence[str]) -> None:
-        """Count sampled values skipped or clipped; each (charger, reason) is logged
-        once."""
+    @property
+    def bad_input(self) -> dict[str, BadInput]:
+        """Each charger's bad-input accounting, by id (kept across reconnects)."""
 
 
-def _iso(ts: datetime) -> str:
+def iso_utc(ts: datetime) -> str:
     """An OCPP dateTime: UTC, milliseconds, "Z" (what chargers parse best)."""
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -139,6 +144,11 @@ def _opt_number(value: object) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def _finding(reason: str) -> tuple[str, str]:
+    kind, _, detail = reason.partition(":")
+    return kind, detail
 
 
 def _opt_dict(value: object) -> dict[str, Any]:
@@ -327,7 +337,7 @@ class ChargerSession:
             )
             return lib.boot_result(
                 self.version,
-                current_time=_iso(info.received_at),
+                current_time=iso_utc(info.received_at),
                 interval_s=cfg.pending_retry_s,
                 accepted=False,
             )
@@ -350,7 +360,7 @@ class ChargerSession:
         )
         return lib.boot_result(
             self.version,
-            current_time=_iso(info.received_at),
+            current_time=iso_utc(info.received_at),
             interval_s=cfg.heartbeat_interval_s,
             accepted=True,
         )
@@ -388,7 +398,7 @@ class ChargerSession:
 
     def heartbeat(self) -> object:
         """Answer a Heartbeat with the current time (a charger sets its clock)."""
-        return lib.heartbeat_result(self.version, current_time=_iso(self.now()))
+        return lib.heartbeat_result(self.version, current_time=iso_utc(self.now()))
 
     async def status16(self, payload: dict[str, Any]) -> object:
         """A 1.6 StatusNotification (a connector; no EVSE level)."""
@@ -452,8 +462,23 @@ class ChargerSession:
 
     # -- authorisation and transactions ------------------------------------------
 
+    def note_values(
+        self,
+        skipped: Sequence[tuple[str, str]],
+        tolerated: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Count sampled values skipped or tolerated in one message, as
+        ``(reason, detail)``, in the charger's bad-input accounting."""
+        if not skipped and not tolerated:
+            return
+        bad = self.server.bad_input.get(self.state.id)
+        if bad is None:
+            bad = self.server.bad_input[self.state.id] = BadInput(self.state.id)
+        bad.values(skipped, tolerated)
+
     def _note_skipped(self, conversion: MeterConversion) -> None:
-        self.server.note_skipped(self.state.id, conversion.skipped)
+        # "unit:Voltage/kV" -> ("unit", "Voltage/kV")
+        self.note_values([_finding(r) for r in conversion.skipped])
 
     async def _id_tag_info(self, id_tag: str | None) -> dict[str, str] | None:
         if id_tag is None:
@@ -559,7 +584,7 @@ class ChargerSession:
                     received_at,
                     {
                         "transaction_id": tx_id,
-                        "stopped_at": _iso(stopped_at),
+                        "stopped_at": iso_utc(stopped_at),
                         "meter_stop_wh": _wh(meter_stop),
                         "reason": reason[:64],
                         "id_tag": (id_tag or "")[:64],

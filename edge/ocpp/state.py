@@ -109,10 +109,13 @@ class ChargerState:
 class ApproveOutcome:
     """What approving a pending charger did: whether its open connection was
     closed so that it reconnects, and the charger's answer to the new password
-    ("Accepted", "Rejected", ..., "NoAnswer"; None: not sent, e.g. offline)."""
+    ("Accepted", "Rejected", ..., "NoAnswer"; None: not sent, e.g. offline);
+    ``held_for``: the charger was offline, and its password waits for the device
+    of its pending connection (named so) to reconnect (``edge.ocpp.pending``)."""
 
     reconnecting: bool
     password: str | None
+    held_for: str | None = None
 
 
 @dataclass(slots=True)

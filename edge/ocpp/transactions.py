@@ -487,8 +487,9 @@ def meter_readings(
             reading = Reading(device, converted[0], ts, converted[1])
             try:
                 check_plausible(reading)
-            except ImplausibleReading as exc:
-                out.skipped.append(f"implausible:{exc}")
+            except ImplausibleReading:
+                # the quantity only: the value would make every reason new
+                out.skipped.append(f"implausible:{converted[0]}")
                 continue
             out.readings.append(reading)
     return out

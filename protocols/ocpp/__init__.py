@@ -30,6 +30,15 @@ Composite (``protocols.ocpp.composite``)::
     limit_at(installed, t, *, connector_id, transaction_active, rate_unit, ...)
         -> EffectiveLimit | None      # None: unconstrained
 
+Frames and meter values before the ``ocpp`` library sees them (import the
+modules themselves)::
+
+    protocols.ocpp.frames    screen(raw, version) -> Route | Reject | Drop,
+                             refuse_while_pending(frame, version)
+    protocols.ocpp.salvage   salvage(version, action, payload, rules, *,
+                             received_at) -> Salvage: bad sampled values mended
+                             (tolerated) or dropped (skipped), with reasons
+
 Errors::
 
     ValueError

@@ -88,8 +88,18 @@ SPELLING_16: Final[Mapping[str, str]] = {
 }
 """The library's (2.0.1) spelling -> OCPP-J 1.6 §4.2.3's (sic)."""
 
-PENDING_ALLOWED: Final = frozenset({"BootNotification", "Heartbeat"})
-"""The only CALLs a pending charger may send (OCPP-J 1.6 errata §3.8)."""
+PENDING_ALLOWED: Final[Mapping[str, frozenset[str]]] = {
+    "1.6": frozenset({"BootNotification", "Heartbeat"}),
+    "2.0.1": frozenset({"BootNotification"}),
+}
+"""The only CALLs a pending charger may send, per version; any other is answered
+SecurityError. 2.0.1 B02.FR.09: "while Pending, the CSMS SHALL respond with
+CALLERROR SecurityError" to any CALL but BootNotification (or a message the CSMS
+itself triggered with TriggerMessage, GetBaseReport or GetReport, none of which
+the edge sends to a pending station). 1.6 only says the charge point should not
+send other requests while pending, and the OCPP-J 1.6 errata (§3.8) recommends
+SecurityError for them; the edge keeps answering a 1.6 charger's Heartbeat (its
+clock and the connection stay alive while the installer decides)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +171,11 @@ def screen(raw: str | bytes, version: str) -> Screened:
     return Route(frame)
 
 
-def refuse_while_pending(frame: list[Any]) -> Reject | None:
+def refuse_while_pending(frame: list[Any], version: str) -> Reject | None:
     """For a charger that is pending acceptance: the SecurityError answering a CALL
-    it may not send yet, or None when the frame may go on."""
-    if frame[0] == CALL and frame[2] not in PENDING_ALLOWED:
+    it may not send yet in ``version`` (``PENDING_ALLOWED``), or None when the
+    frame may go on. ``KeyError`` for an unknown version."""
+    if frame[0] == CALL and frame[2] not in PENDING_ALLOWED[version]:
         return Reject("SecurityError", frame[1], "charger is pending acceptance")
     return None
 

@@ -46,6 +46,10 @@ answered with a CallResult::
 ``kind`` is ``start``/``meter``/``stop`` (2.0.1: TransactionEvent Started/Updated/
 Ended, with ``seq_no`` and ``event_type``); ``meter`` lines carry ``energy_wh``,
 ``power_w`` and ``soc_pct``; ``stop`` lines ``meter_stop_wh`` and ``reason``.
+With ``--quirks`` every transaction message with meter values also carries
+sampled values the OCPP schemas refuse (a 1.6 unit ``Hz``, ``"NaN"``, ``"abc"``,
+unknown measurands, a 2.0.1 register sent as text; ``_quirks``), a 1.6 stop
+carries ``transactionData``, and the ledger line lists them (``quirks``).
 ``transaction_id`` is the CSMS's (1.6, ``-1`` if the start was never answered) or
 the charger's uuid (2.0.1).
 
@@ -79,7 +83,8 @@ clock) -> ``_messages`` (the transaction-message queue, messages sent now) ->
 ``_meter_values`` -> ``_profiles`` (smart charging) -> ``_ev_model`` ->
 ``_config_keys`` (configuration keys, the Basic auth password) -> ``_transactions``
 (plug, start, stop) -> ``_remote`` (what the CSMS asks) -> ``_sim`` (the link, the
-tasks of one charge point). ``_session`` is one websocket connection,
+tasks of one charge point), ``_quirks`` the values of ``--quirks``. ``_session``
+is one websocket connection,
 ``_handlers16``/``_handlers201`` answer the CSMS's calls per version, ``_config``
 the flags and the scenario, ``_state`` the state file and the ledger, ``_fleet``
 fleet mode and the power file, ``_cli`` ``add_arguments``/``run``/``main``.

@@ -70,6 +70,13 @@ def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="heartbeat interval (default: what the CSMS's boot answer says)",
     )
+    parser.add_argument(
+        "--quirks",
+        action="store_true",
+        help="mix sampled values the OCPP schemas refuse (unit Hz, NaN, 'abc', "
+        "unknown measurands, ...) into every transaction message; the ledger "
+        "lists them",
+    )
 
 
 def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:

@@ -103,6 +103,8 @@ class ChargerConfig:
     max_backoff_s: float = 15.0
     clock: Clock = field(default_factory=lambda: Clock(real=time.time))
     power_path: Path | None = None
+    quirks: bool = False
+    """Mix quirky sampled values into transaction messages (``_quirks``)."""
 
     @property
     def endpoint(self) -> str:
@@ -178,4 +180,5 @@ class ChargerConfig:
             power_path=None
             if getattr(args, "power_file", None) is None
             else Path(args.power_file),
+            quirks=bool(getattr(args, "quirks", False)),
         )

@@ -56,6 +56,10 @@ class ChargerCore:
             values.get("MeterValueSampleInterval", config.meter_interval_s)
         )
         self.session: _Session | None = None
+        # the CSMS answered this connection's boot Accepted: until then only
+        # BootNotification (and messages the CSMS triggers) may be sent
+        # (1.6 §4.2, 2.0.1 B02.FR.09: else SecurityError)
+        self.accepted = False
         self.queue_changed = asyncio.Event()
         self.status_dirty = asyncio.Event()
         self.reconnect_now = asyncio.Event()

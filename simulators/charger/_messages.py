@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from typing import Any, Final
 
 from simulators.charger._connectors import Connector
 from simulators.charger._core import ChargerCore, utc_text
+from simulators.charger._quirks import quirk_names
 from simulators.charger._session import LinkDown, _Session
 from simulators.ocpp_lib import CallError
 
@@ -69,7 +71,11 @@ class MessagesLayer(ChargerCore):
             payload = self._resolve(entry)
             try:
                 result = await session.call(
-                    self.version, entry["action"], payload, entry["message_id"]
+                    self.version,
+                    entry["action"],
+                    payload,
+                    entry["message_id"],
+                    unchecked=self.config.quirks,
                 )
             except CallError as exc:
                 entry["attempts"] += 1
@@ -117,6 +123,8 @@ class MessagesLayer(ChargerCore):
                 line["timestamp"] = payload["timestamp"]
                 line["meter_stop_wh"] = payload["meter_stop"]
                 line["reason"] = payload.get("reason")
+                for sample in payload.get("transaction_data") or []:
+                    line.update(_sample_facts(sample["sampled_value"]))
             else:
                 sample = payload["meter_value"][0]
                 line["timestamp"] = sample["timestamp"]
@@ -136,15 +144,30 @@ class MessagesLayer(ChargerCore):
             elif payload["event_type"] == "Ended":
                 line["meter_stop_wh"] = register_wh
                 line["reason"] = payload["transaction_info"].get("stopped_reason")
+        if self.config.quirks and (
+            payload.get("meter_value") or payload.get("transaction_data")
+        ):
+            line["quirks"] = quirk_names(self.version)
         self.ledger.write(line)
 
-    async def _send_now(self, action: str, payload: dict[str, Any]) -> None:
-        """Send a non-transaction message if connected (never queued)."""
+    async def _send_now(
+        self, action: str, payload: dict[str, Any], *, triggered: bool = False
+    ) -> None:
+        """Send a non-transaction message if connected and accepted (never
+        queued); one the CSMS ``triggered`` (TriggerMessage) goes out while the
+        boot is still Pending too (2.0.1 B02.FR.09 allows it). A CALLERROR is
+        logged and the message forgotten."""
         session = self.session
-        if session is None:
+        if session is None or not (self.accepted or triggered):
             return
-        with contextlib.suppress(LinkDown, CallError):
+        try:
             await session.call(self.version, action, payload, None)
+        except LinkDown:
+            pass
+        except CallError as exc:
+            log.warning(
+                "charger %s: %s refused: %s", self.config.charger_id, action, exc
+            )
 
     async def _send_triggered_boot(self) -> None:
         """A BootNotification the CSMS asked for (TriggerMessage). Like every
@@ -179,15 +202,25 @@ class MessagesLayer(ChargerCore):
         return await session.call(self.version, "BootNotification", payload, None)
 
 
+_FACTS: Final = {
+    "Energy.Active.Import.Register": "energy_wh",
+    "Power.Active.Import": "power_w",
+    "SoC": "soc_pct",
+}
+
+
 def _sample_facts(sampled: list[dict[str, Any]]) -> dict[str, Any]:
+    """The register, power and SoC of one meter value: the first readable value
+    of each (``--quirks`` adds unreadable ones after the good ones)."""
     facts: dict[str, Any] = {}
     for sample in sampled:
-        number = float(sample["value"])
-        measurand = sample.get("measurand")
-        if measurand == "Energy.Active.Import.Register":
-            facts["energy_wh"] = number
-        elif measurand == "Power.Active.Import":
-            facts["power_w"] = number
-        elif measurand == "SoC":
-            facts["soc_pct"] = number
+        fact = _FACTS.get(str(sample.get("measurand")))
+        if fact is None or fact in facts:
+            continue
+        try:
+            number = float(sample["value"])
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            facts[fact] = number
     return facts

@@ -9,6 +9,7 @@ from typing import Any
 from simulators.charger._connectors import _CHARGING_STATE_201, Connector
 from simulators.charger._core import utc_text
 from simulators.charger._messages import MessagesLayer
+from simulators.charger._quirks import quirky_samples
 from simulators.ev import VOLTAGE_V
 
 
@@ -16,7 +17,7 @@ class MeterValuesLayer(MessagesLayer):
     """What a connector measures, as the messages of either OCPP version."""
 
     def _sampled_values(
-        self, connector: Connector, context: str
+        self, connector: Connector, context: str, *, quirky: bool = False
     ) -> list[dict[str, Any]]:
         v201 = self.version == "2.0.1"
 
@@ -45,12 +46,20 @@ class MeterValuesLayer(MessagesLayer):
             values.append(value(current_a, "Current.Import", "A", phase=f"L{n}"))
         if ev is not None:
             values.append(value(round(ev.soc_pct, 1), "SoC", "Percent", location="EV"))
+        if quirky:
+            if v201:
+                values[0]["value"] = repr(float(values[0]["value"]))
+            values += quirky_samples(self.version)
         return values
 
-    def _meter_value(self, connector: Connector, now: datetime, context: str) -> Any:
+    def _meter_value(
+        self, connector: Connector, now: datetime, context: str, *, quirky: bool = False
+    ) -> Any:
+        """One meter value; ``quirky`` (transaction messages of a ``--quirks``
+        charger) adds the sampled values the schemas refuse (``_quirks``)."""
         return {
             "timestamp": utc_text(now),
-            "sampled_value": self._sampled_values(connector, context),
+            "sampled_value": self._sampled_values(connector, context, quirky=quirky),
         }
 
     def _event_201(
@@ -79,7 +88,9 @@ class MeterValuesLayer(MessagesLayer):
             "trigger_reason": trigger,
             "transaction_info": info,
             "evse": {"id": connector.id, "connector_id": 1},
-            "meter_value": [self._meter_value(connector, now, context)],
+            "meter_value": [
+                self._meter_value(connector, now, context, quirky=self.config.quirks)
+            ],
         }
         if id_token is not None:
             payload["id_token"] = {"id_token": id_token, "type": "ISO14443"}
@@ -94,7 +105,12 @@ class MeterValuesLayer(MessagesLayer):
                     "connector_id": connector.id,
                     "transaction_id": None,
                     "meter_value": [
-                        self._meter_value(connector, now, "Sample.Periodic")
+                        self._meter_value(
+                            connector,
+                            now,
+                            "Sample.Periodic",
+                            quirky=self.config.quirks,
+                        )
                     ],
                 },
                 connector,
@@ -124,4 +140,4 @@ class MeterValuesLayer(MessagesLayer):
                     "evse_id": connector.id,
                     "meter_value": [self._meter_value(connector, now, "Trigger")],
                 }
-            await self._send_now("MeterValues", payload)
+            await self._send_now("MeterValues", payload, triggered=True)

@@ -100,7 +100,7 @@ class RemoteControlLayer(TransactionsLayer):
         if requested == "BootNotification":
             self.spawn(self._send_triggered_boot())
         elif requested == "Heartbeat":
-            self.spawn(self._send_now("Heartbeat", {}))
+            self.spawn(self._send_now("Heartbeat", {}, triggered=True))
         elif requested == "StatusNotification":
             for connector in self.connectors.values():
                 if connector_id in (None, 0, connector.id):

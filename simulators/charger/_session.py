@@ -35,13 +35,26 @@ class _Session:
             await self.cp.start()
 
     async def call(
-        self, version: str, action: str, payload: dict[str, Any], message_id: str | None
+        self,
+        version: str,
+        action: str,
+        payload: dict[str, Any],
+        message_id: str | None,
+        *,
+        unchecked: bool = False,
     ) -> dict[str, Any]:
         """Send one CALL and return its result as a snake_case dict; ``LinkDown`` if
-        the connection drops first, ``CallError`` for a CALLERROR."""
+        the connection drops first, ``CallError`` for a CALLERROR. ``unchecked``
+        skips the library's schema check of the request and its answer (a
+        charger with ``--quirks`` sends what the schemas refuse)."""
         request = make_call(version, action, payload)
         pending = asyncio.ensure_future(
-            self.cp.call(request, suppress=False, unique_id=message_id)
+            self.cp.call(
+                request,
+                suppress=False,
+                unique_id=message_id,
+                skip_schema_validation=unchecked,
+            )
         )
         # the outcome is read below, or dropped with the connection
         pending.add_done_callback(lambda t: t.cancelled() or t.exception())

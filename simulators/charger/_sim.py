@@ -144,6 +144,7 @@ class ChargerSim(RemoteControlLayer):
                 boot = await self._send_boot()
                 interval_s = float(boot.get("interval") or 60)
                 if boot.get("status") == "Accepted":
+                    self.accepted = True
                     break
                 log.info(
                     "charger %s: boot %s, retry in %.0f s",
@@ -176,6 +177,7 @@ class ChargerSim(RemoteControlLayer):
             pass
         finally:
             self.session = None
+            self.accepted = False
             if workers and not workers[0].done():
                 # let a transaction message whose result is already in finish
                 # (cancelling it now would send it again after the reconnect)

@@ -156,18 +156,18 @@ class TransactionsLayer(ConfigurationLayer):
             return
         self.state.data["open_tx"].pop(str(connector_id), None)
         if self.version == "1.6":
-            self.enqueue(
-                "stop",
-                "StopTransaction",
-                {
-                    "meter_stop": connector.register_wh,
-                    "timestamp": utc_text(now),
-                    "transaction_id": None,
-                    "id_tag": tx.id_tag,
-                    "reason": reason,
-                },
-                connector,
-            )
+            stop: dict[str, Any] = {
+                "meter_stop": connector.register_wh,
+                "timestamp": utc_text(now),
+                "transaction_id": None,
+                "id_tag": tx.id_tag,
+                "reason": reason,
+            }
+            if self.config.quirks:
+                stop["transaction_data"] = [
+                    self._meter_value(connector, now, "Transaction.End", quirky=True)
+                ]
+            self.enqueue("stop", "StopTransaction", stop, connector)
         else:
             same = ("Remote", "Local", "Reboot", "PowerLoss")
             stopped = reason if reason in same else "Other"
@@ -201,8 +201,10 @@ class TransactionsLayer(ConfigurationLayer):
 
     async def _authorize(self, id_tag: str) -> bool:
         session = self.session
-        if session is None:
-            return True  # LocalAuthorizeOffline: an offline charger lets it start
+        if session is None or not self.accepted:
+            # LocalAuthorizeOffline: an offline charger lets it start; so does
+            # one whose boot is Pending (it may not send Authorize yet)
+            return True
         payload = (
             {"id_tag": id_tag}
             if self.version == "1.6"
@@ -210,7 +212,12 @@ class TransactionsLayer(ConfigurationLayer):
         )
         try:
             result = await session.call(self.version, "Authorize", payload, None)
-        except (LinkDown, CallError):
+        except LinkDown:
+            return True
+        except CallError as exc:
+            log.warning(
+                "charger %s: Authorize refused: %s", self.config.charger_id, exc
+            )
             return True
         info = result.get("id_tag_info") or result.get("id_token_info") or {}
         return bool(info.get("status") == "Accepted")

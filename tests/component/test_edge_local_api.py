@@ -27,6 +27,7 @@ from edge.agent import EdgeAgent
 from edge.claim import claim_path_beside, read_code
 from edge.config import EdgeConfig, parse_config
 from edge.local_api import create_app, overrides_path_beside
+from edge.metrics import parse_lines
 from fusebox import cli
 from tests.component.test_ocpp_server import V16, V201, charger, exchange
 from tests.harness.timing import eventually, timeout
@@ -382,6 +383,102 @@ async def test_the_page_form_approves_a_pending_charger(
     assert gone.status_code == 404 and "NOPE" in gone.text
 
 
+ROGUE = ("127.0.0.2", 0)  # another device: another address on loopback
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_the_page_shows_whom_a_pending_charger_is_bound_to_and_forgets_it(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    ocpp = agent.ocpp
+    assert ocpp is not None
+    boot = {"chargingStation": {"model": "M", "vendorName": "V"}, "reason": "PowerUp"}
+    async with charger(ocpp, "NEW-5", V201, password=None) as genuine:
+        await exchange(genuine, [2, "b1", "BootNotification", boot])
+        with pytest.raises(InvalidStatus) as refused:
+            async with charger(ocpp, "NEW-5", V201, password=None, local_addr=ROGUE):
+                pass
+        assert refused.value.response.status_code == 409
+        s = (await client.get("/api/status")).json()
+        (pending,) = s["pending"]
+        assert pending["bound_to"] == "address 127.0.0.1"
+        assert pending["bound_address"] == "127.0.0.1"
+        assert pending["bound_certificate_sha256"] is None
+        (conflict,) = pending["conflicts"]
+        assert conflict["address"] == "127.0.0.2" and conflict["attempts"] == 1
+        assert s["health"]["ocpp_refused"] == {"conflict": 1}
+        page = (await client.get("/")).text
+        assert "Bound to its first connection's address 127.0.0.1" in page
+        assert "another device tried this id from 127.0.0.2" in page
+        assert 'action="/ui/chargers/NEW-5/forget"' in page
+        metrics = parse_lines(await agent.render_metrics())
+        assert metrics['fusebox_ocpp_handshakes_refused_total{reason="conflict"}'] == 1
+        assert metrics["fusebox_ocpp_pending_chargers"] == 1
+        assert metrics["fusebox_ocpp_pending_conflicts"] == 1
+
+        forgot = await client.post("/api/chargers/NEW-5/forget")
+        assert forgot.status_code == 200, forgot.text
+        assert forgot.json()["forgotten"] == "pending"
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(timeout(5)):
+                await genuine.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    gone = await client.post("/api/chargers/NEW-5/forget")
+    assert gone.status_code == 404 and "NEW-5" in gone.text
+    # the next device to connect is bound now; the page's button forgets it
+    async with charger(ocpp, "NEW-5", V201, password=None, local_addr=ROGUE):
+        (pending,) = (await client.get("/api/status")).json()["pending"]
+        assert pending["bound_address"] == "127.0.0.2" and pending["conflicts"] == []
+        done = await client.post("/ui/chargers/NEW-5/forget", headers=FORM)
+        assert (
+            done.status_code == 303 and done.headers["location"] == "/?done=forgotten"
+        )
+    assert (await client.get("/api/status")).json()["pending"] == []
+    nope = await client.post("/ui/chargers/NOPE/forget", headers=FORM)
+    assert nope.status_code == 404 and "NOPE" in nope.text
+
+
+async def test_approving_an_offline_charger_holds_its_password_for_its_device(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    ocpp = agent.ocpp
+    assert ocpp is not None
+    boot = {"chargePointVendor": "V", "chargePointModel": "M"}
+    for cid in ("NEW-6", "NEW-7"):
+        async with charger(ocpp, cid, V16, password=None) as ws:
+            await exchange(ws, [2, "b1", "BootNotification", boot])
+    await eventually(
+        lambda: not any(b.live for b in ocpp.discovery.registry.bindings.values()),
+        timeout_s=timeout(5),
+        message="both pending chargers went offline",
+    )
+    done = await client.post(
+        "/ui/chargers/NEW-6/approve", content=f"password={NEW_PASSWORD}", headers=FORM
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == "/?done=approved_password_waits"
+    shown = (await client.get(done.headers["location"])).text
+    assert "sent to it when it reconnects" in shown
+    assert "New password waits for its address 127.0.0.1" in shown
+    approved = await client.post(
+        "/api/chargers/NEW-7/approve", json={"password": NEW_PASSWORD}
+    )
+    body = approved.json()
+    assert body["password_held_for"] == "address 127.0.0.1"
+    assert body["reconnecting"] is False and body["password_set"] is None
+    assert "offline" in body["note"] and "127.0.0.1" in body["note"]
+    s = (await client.get("/api/status")).json()
+    new7 = next(c for c in s["chargers"] if c["id"] == "NEW-7")
+    delivery = new7["password_delivery"]
+    assert delivery["waiting"] is True and delivery["bound_address"] == "127.0.0.1"
+    # the installer may drop the wait (and set the password by hand instead)
+    forgot = await client.post("/api/chargers/NEW-7/forget")
+    assert forgot.json()["forgotten"] == "delivery"
+    assert "NEW-7" in ocpp.known and "NEW-7" not in ocpp.discovery.registry.deliveries
+
+
 # -- the fuse limit -----------------------------------------------------------
 
 
@@ -630,3 +727,50 @@ def test_a_damaged_overrides_file_stops_the_edge_with_exit_2(tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr[-2000:]
     assert "overrides" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- bad input (issue 10) -----------------------------------------------------
+# Every operation with every kind of bad body: tests/component/test_api_bad_input.py
+
+
+async def test_a_fuse_that_is_not_a_number_is_refused_naming_the_field(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    """``{"main_fuse_a": NaN}`` used to be a 500 and a dropped connection (the
+    422 echoed a NaN it could not encode); ``nan`` in the page's form likewise
+    says "not a number"; nothing changes, and the answers are small."""
+    agent, client = edge
+    assert agent.controller is not None
+    json_type = {"content-type": "application/json"}
+    for literal in (b"NaN", b"Infinity", b"-Infinity", b"1e999", b'"\\ud800"'):
+        r = await client.post(
+            "/api/site", content=b'{"main_fuse_a": ' + literal + b"}", headers=json_type
+        )
+        assert field_errors(r) == ["main_fuse_a"], (literal, r.text)
+        assert len(r.content) < 300 and r.headers["x-content-type-options"] == "nosniff"
+    for text in ("nan", "inf", "1e999"):
+        r = await client.post("/api/site", json={"main_fuse_a": text})
+        assert field_errors(r) == ["main_fuse_a"] and "not a number" in r.text
+        form = await client.post(
+            "/ui/site",
+            content=f"main_fuse_a={text}",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 422 and "main_fuse_a: not a number" in form.text
+    assert agent.controller.site.main_fuse_a == 60
+
+
+async def test_a_body_over_the_cap_is_refused_unread(
+    edge: tuple[EdgeAgent, httpx.AsyncClient],
+) -> None:
+    agent, client = edge
+    assert agent.controller is not None
+    big = b"main_fuse_a=45&pad=" + b"x" * 70_000
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = await client.post("/ui/site", content=big, headers=form)
+    assert r.status_code == 413 and "65536 bytes" in r.json()["detail"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert agent.controller.site.main_fuse_a == 60
+    # the connection and the API carry on
+    ok = await client.post("/api/site", json={"main_fuse_a": 45})
+    assert ok.status_code == 200 and agent.controller.site.main_fuse_a == 45

@@ -363,29 +363,50 @@ async def test_profile_1_refuses_before_the_upgrade(
         assert server.chargers == {}
 
 
-async def test_discovery_holds_unknown_chargers_as_pending(outbox: Outbox) -> None:
+@pytest.mark.parametrize("version", ["1.6", "2.0.1"])
+async def test_discovery_holds_unknown_chargers_as_pending(
+    outbox: Outbox, version: str
+) -> None:
+    if version == "1.6":
+        boot = {"chargePointModel": "M", "chargePointVendor": "V"}
+        status = {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+    else:
+        boot = {
+            "chargingStation": {"model": "M", "vendorName": "V"},
+            "reason": "PowerUp",
+        }
+        status = {
+            "timestamp": "2026-01-02T03:04:05Z",
+            "connectorStatus": "Available",
+            "evseId": 1,
+            "connectorId": 1,
+        }
     async with running(outbox, allow_discovery=True) as server:
-        async with charger(server, "NEW-1", V201, password=None) as ws:
-            boot = {
-                "chargingStation": {"model": "M", "vendorName": "V"},
-                "reason": "PowerUp",
-            }
+        async with charger(
+            server, "NEW-1", [Subprotocol(f"ocpp{version}")], None
+        ) as ws:
             answer = await exchange(ws, [2, "b1", "BootNotification", boot])
             assert answer[2]["status"] == "Pending" and answer[2]["interval"] == 60
-            await heartbeat_ok(ws)
-            status = {
-                "timestamp": "2026-01-02T03:04:05Z",
-                "connectorStatus": "Available",
-                "evseId": 1,
-                "connectorId": 1,
-            }
+            if version == "1.6":
+                # 1.6 only says a pending charger should not send requests: its
+                # heartbeat is answered (the connection and its clock stay up)
+                await heartbeat_ok(ws)
+            else:
+                # 2.0.1 B02.FR.09: SecurityError for anything but BootNotification
+                answer = await exchange(ws, [2, "hb", "Heartbeat", {}])
+                assert answer[:3] == [4, "hb", "SecurityError"]
             answer = await exchange(ws, [2, "s1", "StatusNotification", status])
             assert answer[:3] == [4, "s1", "SecurityError"]
+            # the connection carries on: the next boot is answered Pending again
+            answer = await exchange(ws, [2, "b2", "BootNotification", boot])
+            assert answer[:2] == [3, "b2"] and answer[2]["status"] == "Pending"
             pending = server.pending["NEW-1"]
             assert pending.boot is not None and pending.boot.vendor == "V"
             assert server.chargers["NEW-1"].registration == "pending"
-        # configured chargers are unaffected by discovery
+        # configured chargers are unaffected by discovery, heartbeats included
         async with charger(server, "CP1", V16) as ws:
+            await heartbeat_ok(ws)
+        async with charger(server, "CP2", V201) as ws:
             await heartbeat_ok(ws)
     assert list(server.pending) == ["NEW-1"]
     assert await events(outbox) == []  # unknown devices do not write the record
@@ -960,3 +981,6 @@ async def test_a_charger_flooding_one_bad_frame_logs_a_line_not_a_flood(
     assert reason in loud[0].getMessage()
     assert all(r.exc_info is None for r in caplog.records if r.levelno >= logging.INFO)
     assert any("good frames again" in r.getMessage() for r in caplog.records)
+    # nor at INFO: the library's line per frame (both ways) is DEBUG
+    info = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(info) < 20, [r.getMessage()[:80] for r in info[:5]]

@@ -173,9 +173,11 @@ listen = "127.0.0.1:{self.metrics_port}"
         password: str,
         version: str,
         scenario: list[dict[str, Any]],
+        extra: tuple[str, ...] = (),
     ) -> tuple[Proc, Path, Path]:
         """``fusebox sim charger`` playing ``scenario`` at 60x, meter values every
-        second; returns the process, its ledger and its state file."""
+        second, with the ``extra`` flags (``--quirks``); returns the process, its
+        ledger and its state file."""
         (self.work / "scenario.json").write_text(json.dumps(scenario))
         ledger = self.work / "charger-ledger.jsonl"
         state = self.work / "charger-state.json"
@@ -204,6 +206,7 @@ listen = "127.0.0.1:{self.metrics_port}"
                 "60",
                 "--max-backoff",
                 "2",
+                *extra,
             ],
             name="charger",
         )

@@ -63,11 +63,15 @@ def test_well_formed_frames_are_routed(raw: str) -> None:
 
 
 def test_a_pending_charger_may_only_boot_and_beat() -> None:
-    assert refuse_while_pending([2, "m1", "BootNotification", {}]) is None
-    assert refuse_while_pending([2, "m2", "Heartbeat", {}]) is None
-    assert refuse_while_pending([3, "m3", {}]) is None
-    refusal = refuse_while_pending([2, "m4", "StatusNotification", {}])
-    assert refusal == Reject("SecurityError", "m4", "charger is pending acceptance")
+    for version in ("1.6", "2.0.1"):
+        assert refuse_while_pending([2, "m1", "BootNotification", {}], version) is None
+        assert refuse_while_pending([3, "m3", {}], version) is None
+        refusal = refuse_while_pending([2, "m4", "StatusNotification", {}], version)
+        assert refusal == Reject("SecurityError", "m4", "charger is pending acceptance")
+    # 1.6 keeps its heartbeat; 2.0.1 B02.FR.09 wants SecurityError for it too
+    assert refuse_while_pending([2, "m2", "Heartbeat", {}], "1.6") is None
+    refusal = refuse_while_pending([2, "m2", "Heartbeat", {}], "2.0.1")
+    assert refusal == Reject("SecurityError", "m2", "charger is pending acceptance")
 
 
 def test_callerrors_to_16_chargers_use_the_16_spelling() -> None:
