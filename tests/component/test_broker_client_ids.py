@@ -145,12 +145,10 @@ async def test_a_gateway_cannot_take_over_another_gateways_or_a_cloud_id(
         for _attempt in range(5):
             for victim in victims:
                 assert (
-                    await refused_code(broker, gw_a, victim, v5=False)
-                    == NOT_AUTHORISED
+                    await refused_code(broker, gw_a, victim, v5=False) == NOT_AUTHORISED
                 ), victim
                 assert (
-                    await refused_code(broker, gw_a, victim, v5=True)
-                    == NOT_AUTHORISED
+                    await refused_code(broker, gw_a, victim, v5=True) == NOT_AUTHORISED
                 ), victim
         # B and the ingest worker were never disconnected: both still receive
         await ingest.publish(contract.down_ack("gw-b"), b"for-b", qos=1)
@@ -317,9 +315,7 @@ async def test_an_edge_refused_for_its_client_id_says_what_to_do(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     user, password = await auth.issue_gateway_credentials("gw-a")
-    target = parse_mqtt_url(
-        f"mqtt://{user}:{password}@127.0.0.1:{broker.mqtt_port}"
-    )
+    target = parse_mqtt_url(f"mqtt://{user}:{password}@127.0.0.1:{broker.mqtt_port}")
     outbox = Outbox.open(tmp_path / "o.db", cap_bytes=0)
     await outbox.start()
     caplog.set_level(logging.WARNING, logger="fusebox")

@@ -298,8 +298,9 @@ async def test_the_edges_largest_batches_fit_and_pass_the_cloud_broker(
             receiver = asyncio.create_task(receive())
             try:
                 await eventually(
-                    lambda: sum(b.last_seq - b.first_seq + 1 for _, b in got)
-                    >= records,
+                    lambda: (
+                        sum(b.last_seq - b.first_seq + 1 for _, b in got) >= records
+                    ),
                     timeout_s=timeout(60),
                     message="every record arrived",
                 )
