@@ -69,6 +69,21 @@ def _site_out(row: asyncpg.Record) -> dict[str, Any]:
     return {k: row[k] for k in (*SiteSettings.model_fields, "updated_at")}
 
 
+def _settings_args(body: Any) -> tuple[Any, ...]:
+    """The site settings of a create or update body, in the order both SQL
+    statements take them ($2..$9)."""
+    return (
+        body.main_fuse_a,
+        body.phases,
+        body.voltage_v,
+        body.tariff_id,
+        body.timezone,
+        body.objective,
+        body.carbon_weight,
+        body.base_load_w,
+    )
+
+
 async def site_view(
     db: asyncpg.Pool, gateway_ids: list[str], settings: ApiSettings
 ) -> list[dict[str, Any]]:
@@ -178,14 +193,7 @@ async def put_site(
         " objective = excluded.objective, carbon_weight = excluded.carbon_weight,"
         " base_load_w = excluded.base_load_w, updated_at = now() RETURNING *",
         gateway_id,
-        body.main_fuse_a,
-        body.phases,
-        body.voltage_v,
-        body.tariff_id,
-        body.timezone,
-        body.objective,
-        body.carbon_weight,
-        body.base_load_w,
+        *_settings_args(body),
     )
     return _site_out(row)
 
@@ -242,14 +250,7 @@ async def create_site(
         await conn.execute(
             _CREATE,
             body.gateway_id,
-            body.main_fuse_a,
-            body.phases,
-            body.voltage_v,
-            body.tariff_id,
-            body.timezone,
-            body.objective,
-            body.carbon_weight,
-            body.base_load_w,
+            *_settings_args(body),
             email,
         )
     [one] = await site_view(db, [body.gateway_id], st)
