@@ -663,6 +663,9 @@ class Scheduler:
             )
             for cid, why in skipped:
                 self._skip(gw, cid, why)
+            for cid, why in composed.refused:
+                self._warn(f"refused:{gw}:{cid}", 3600, "scheduler: %s: charger "
+                           "%.80r gets no periods: %s", gw, cid, why)  # fmt: skip
             lease = composed.lease
             await conn.execute(
                 "INSERT INTO plans (gateway_id, version, issued_at, valid_until,"

@@ -12,10 +12,12 @@ Pure (no I/O but the curve-file loaders, no clock): ``now`` is always a paramete
 from __future__ import annotations
 
 from protocols.planning.planner import (
+    BadRequests,
     ChargerPlan,
     EvRequest,
     Objective,
     Plan,
+    PlanInputError,
     PlanningError,
     SchedulePeriod,
     SiteLimit,
@@ -51,6 +53,7 @@ __all__ = [
     "PRICE_UNIT",
     "SLOT",
     "SLOT_HOURS",
+    "BadRequests",
     "ChargerPlan",
     "CurveFormatError",
     "CurveRangeError",
@@ -60,6 +63,7 @@ __all__ = [
     "HttpTariffSource",
     "Objective",
     "Plan",
+    "PlanInputError",
     "PlanningError",
     "SampleYear",
     "SchedulePeriod",

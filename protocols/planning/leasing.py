@@ -269,12 +269,18 @@ class SiteInputs:
 
 @dataclass(frozen=True)
 class Composed:
-    """A lease with what its plan costs and whether every charger's ask fits."""
+    """A lease with what its plan costs and whether every charger's ask fits.
+
+    ``refused``: (charger id, why) for each charger whose request the planner
+    refused (a bad figure: it gets no periods and is not feasible; the site's other
+    chargers are planned as if it were not there).
+    """
 
     lease: Lease
     feasible: bool
     cost_p: float
     carbon_g: float
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 def cap_periods(
@@ -325,7 +331,11 @@ def _boosts(
     base = [inputs.base_load_w] * n
     periods: dict[str, list[SchedulePeriod]] = {}
     for c in inputs.chargers:
-        if c.mode != "boost" or c.energy_needed_kwh <= 0:
+        if c.mode != "boost" or not c.energy_needed_kwh > 0:
+            continue
+        if not (math.isfinite(c.energy_needed_kwh) and math.isfinite(c.max_power_w)):
+            continue  # unusable figures: no boost rather than no plan for the site
+        if c.max_power_w <= 0:
             continue
         hours = c.energy_needed_kwh * 1000.0 / c.max_power_w
         end = min(horizon_end, now + timedelta(hours=hours))
@@ -347,7 +357,10 @@ def _plan_smart(
     site = inputs.site
     start = inputs.slots_start
     smart = [
-        c for c in inputs.chargers if c.mode == "smart" and c.energy_needed_kwh > 0
+        # not "> 0": a NaN ask is planned, to be refused by name, not skipped
+        c
+        for c in inputs.chargers
+        if c.mode == "smart" and not c.energy_needed_kwh <= 0
     ]
     if not smart:
         return None
@@ -372,6 +385,7 @@ def _plan_smart(
         base_load_w=SlotCurve(start, tuple(base), "W"),
         objective=objective,
         carbon_weight=site.carbon_weight,
+        bad_requests="refuse",
     )
 
 
@@ -391,13 +405,15 @@ def _charger_part(
     """One charger's part of the lease: its periods, request and feasibility."""
     periods: list[SchedulePeriod] = []
     feasible = True
+    refused = False
     cost = carbon = 0.0
     if c.mode == "boost":
         periods = boosts.get(c.charger_id, [])
-    elif plan is not None and c.mode == "smart" and c.energy_needed_kwh > 0:
+    elif plan is not None and c.mode == "smart" and not c.energy_needed_kwh <= 0:
         cp = plan.for_charger(c.charger_id)
         periods = list(cp.periods)
         feasible = cp.feasible
+        refused = cp.refused is not None
         cost, carbon = cp.cost_p, cp.carbon_g
         if c.max_price_p_per_kwh is not None:
             periods, removed = cap_periods(
@@ -407,7 +423,7 @@ def _charger_part(
             if removed > 0 and planned - removed < c.energy_needed_kwh - 1e-3:
                 feasible = False
     request = None
-    if c.mode != "off":
+    if c.mode != "off" and not refused:  # a refused request is not passed on
         request = ChargerRequest(
             energy_needed_kwh=min(1000.0, c.energy_needed_kwh),
             ready_by_ms=ms(c.ready_by),
@@ -472,6 +488,9 @@ def compose_lease(
         all(p.charger.feasible for p in parts),
         sum(p.cost_p for p in parts),
         sum(p.carbon_g for p in parts),
+        tuple((c.charger_id, c.refused) for c in plan.chargers if c.refused)
+        if plan is not None
+        else (),
     )
 
 
@@ -495,7 +514,8 @@ def replan_expired(
 ) -> Plan | None:
     """Replan the requests of an expired ``lease`` for ``chargers`` (those charging
     now) under ``site``, from the lease's curves extended to the latest ready-by.
-    None when none of them has a request. ``PlanningError`` if it cannot be
+    None when none of them has a request. ``PlanningError`` if the site cannot be
+    planned; a single unusable request is refused (no periods), the others are
     planned."""
     by_id = {c.charger_id: c for c in chargers}
     requests: list[EvRequest] = []
@@ -536,6 +556,7 @@ def replan_expired(
         carbon=SlotCurve(start, carbon, "gCO2/kWh") if carbon else None,
         objective=lease.objective,
         carbon_weight=lease.carbon_weight,
+        bad_requests="refuse",
     )
 
 

@@ -6,9 +6,10 @@ kinds jointly is not one pool, so :func:`plan_mixed_site` plans the most loaded 
 three ways and keeps the best:
 
 * (a) its single-phase EVs and every three-phase EV (as a balanced third) jointly;
-* (b) the three-phase EVs first, then the single-phase ones in the room left; while
-  that leaves single-phase EVs short, reserve them room in the dearest slots of
-  their windows that the three-phase EVs use, and plan again (each try is kept);
+* (b) the three-phase EVs first, then the single-phase ones of every phase in the
+  room left; while that leaves single-phase EVs short, reserve room for one more
+  of them (priority 0, earliest ready-by first) on its phase in the dearest slots
+  of its window that the three-phase EVs use, and plan again (each try is kept);
 * (c) the single-phase EVs first, then the three-phase EVs in the room left.
 
 The other phases' single-phase EVs then go into the room each candidate leaves, and
@@ -24,8 +25,9 @@ from protocols.planning.min_power import (
     PoolMember,
     objective_of,
     solve_pool,
-    undelivered_wh,
+    undelivered_rank,
 )
+from protocols.planning.pool import Work
 from protocols.planning.problem import EPS_WH, Slots
 
 PhaseRoom = tuple[tuple[float, ...], ...]
@@ -53,7 +55,10 @@ def tightest_room(
 
 
 def plan_mixed_site(
-    pools: Mapping[int, Sequence[PoolMember]], room: PhaseRoom, slots: Slots
+    pools: Mapping[int, Sequence[PoolMember]],
+    room: PhaseRoom,
+    slots: Slots,
+    work: Work | None = None,
 ) -> Candidate:
     """Plan a three-phase site with three- and single-phase EVs (module docstring).
 
@@ -68,23 +73,22 @@ def plan_mixed_site(
         worst=worst,
         room=room,
         slots=slots,
+        work=work or Work(),
+        pools=pools,
     )
     candidates = [
         mixed.jointly(),
         *mixed.three_phase_first(),
         mixed.single_phase_first(),
     ]
-    best_key: tuple[float, float] | None = None
+    best_key: tuple[float, float, float] | None = None
     best: Candidate = {}
     for cand in candidates:
-        complete = _with_other_phases(cand, pools, worst, room, slots)
+        complete = _with_other_phases(cand, pools, worst, room, slots, mixed.work)
         if complete is None:  # pragma: no cover - every candidate fits by construction
             continue
         everything = [a for allocs in complete.values() for a in allocs]
-        rank = (
-            round(undelivered_wh(everything), 0),
-            objective_of(everything, slots.costs),
-        )
+        rank = (*undelivered_rank(everything), objective_of(everything, slots.costs))
         if best_key is None or rank < best_key:
             best_key, best = rank, complete
     return best
@@ -100,12 +104,16 @@ class _MixedPhase:
         worst: int,
         room: PhaseRoom,
         slots: Slots,
+        work: Work,
+        pools: Mapping[int, Sequence[PoolMember]],
     ) -> None:
+        self.pools = pools
         self.thirds = thirds
         self.singles = singles
         self.worst = worst
         self.room = room
         self.slots = slots
+        self.work = work
         self.three = frozenset(m.index for m in thirds)
 
     def jointly(self) -> Candidate:
@@ -113,7 +121,11 @@ class _MixedPhase:
         third (the pool must also fit the other phases: their room is the same
         unless an overdue EV took some of it)."""
         joint = solve_pool(
-            self.singles + self.thirds, tightest_room(self.room), 1.0, self.slots
+            self.singles + self.thirds,
+            tightest_room(self.room),
+            1.0,
+            self.slots,
+            self.work,
         )
         joint = tuple(a.scaled(3.0) if a.index in self.three else a for a in joint)
         return {
@@ -122,26 +134,51 @@ class _MixedPhase:
         }
 
     def three_phase_first(self) -> list[Candidate]:
-        """(b) Three-phase EVs first; while that leaves this phase's single-phase
-        EVs short, reserve them room the three-phase EVs used and plan again."""
+        """(b) Three-phase EVs first, then every phase's single-phase EVs; while
+        that leaves some of them short, reserve room on its phase for one more of
+        them (priority 0 and earliest ready-by first) that the three-phase EVs
+        used, and plan again (each try is a complete candidate)."""
         n = len(self.slots)
         candidates: list[Candidate] = []
-        reserve = (0.0,) * n
+        phases = [p for p in (1, 2, 3) if self.pools.get(p)]
+        reserve = {p: (0.0,) * n for p in phases}
+        helped: set[int] = set()
         for _round in range(RESERVE_ROUNDS):
-            first3 = self._thirds_in(tightest_room(self.room, {self.worst: reserve}))
+            first3 = self._thirds_in(tightest_room(self.room, reserve))
             used3 = usage_w(first3, 1 / 3, self.slots.hours)
-            singles = solve_pool(
-                self.singles, left_w(self.room, self.worst, used3), 1.0, self.slots
+            cand: Candidate = {0: first3}
+            for p in phases:
+                cand[p] = solve_pool(
+                    self.pools[p],
+                    left_w(self.room, p, used3),
+                    1.0,
+                    self.slots,
+                    self.work,
+                )
+            candidates.append(cand)
+            short = sorted(
+                (a.priority, a.deadline, a.index, p)
+                for p in phases
+                for a in cand[p]
+                if a.left_wh > 1.0 and a.index not in helped
             )
-            candidates.append({0: first3, self.worst: singles})
-            if undelivered_wh(singles) <= 1.0:
-                break
-            reserve = self._grown_reserve(reserve, singles, used3)
+            grown = None
+            for _, _, index, p in short:
+                helped.add(index)
+                one = tuple(a for a in cand[p] if a.index == index)
+                grown = self._grown_reserve(reserve[p], one, used3)
+                if grown != reserve[p]:
+                    reserve[p] = grown
+                    break
+            else:
+                break  # nothing short, or no room left to reserve for it
         return candidates
 
     def single_phase_first(self) -> Candidate:
         """(c) The phase's single-phase EVs first, three-phase EVs in what is left."""
-        first1 = solve_pool(self.singles, self.room[self.worst - 1], 1.0, self.slots)
+        first1 = solve_pool(
+            self.singles, self.room[self.worst - 1], 1.0, self.slots, self.work
+        )
         used1 = usage_w(first1, 1.0, self.slots.hours)
         return {
             self.worst: first1,
@@ -150,7 +187,7 @@ class _MixedPhase:
 
     def _thirds_in(self, room_w: Sequence[float]) -> tuple[Allocation, ...]:
         """The three-phase EVs alone as balanced thirds, returned as whole EVs."""
-        allocs = solve_pool(self.thirds, room_w, 1.0, self.slots)
+        allocs = solve_pool(self.thirds, room_w, 1.0, self.slots, self.work)
         return tuple(a.scaled(3.0) for a in allocs)
 
     def _grown_reserve(
@@ -159,26 +196,26 @@ class _MixedPhase:
         singles: tuple[Allocation, ...],
         used3: Sequence[float],
     ) -> tuple[float, ...]:
-        """``reserve`` plus room for the short single-phase EVs, taken from the
-        dearest slots of their windows that the three-phase EVs use."""
+        """``reserve`` plus room for each short single-phase EV (earliest ready-by
+        first), taken from the dearest slots of its own window that the
+        three-phase EVs use, at least its minimum where it reserves at all."""
         hours = self.slots.hours
         costs = self.slots.costs
         grown = list(reserve)
-        lack_wh = undelivered_wh(singles)
         short = [a for a in singles if a.left_wh > 1.0]
-        window = max(a.deadline for a in short)
-        for t in sorted(range(window), key=lambda t: (-costs[t], -t)):
-            headroom_w = sum(
-                a.power_w - a.slot_wh.get(t, 0.0) / hours[t]
-                for a in short
-                if t < a.deadline and t not in a.banned
-            )
-            add_w = min(used3[t], headroom_w, lack_wh / hours[t])
-            if add_w > 0.0:
-                grown[t] += add_w
-                lack_wh -= add_w * hours[t]
-            if lack_wh <= EPS_WH:
-                break
+        for a in sorted(short, key=lambda a: (a.deadline, a.index)):
+            lack_wh = a.left_wh
+            for t in sorted(range(a.deadline), key=lambda t: (-costs[t], -t)):
+                if t in a.banned:
+                    continue
+                taken_w = used3[t] - (grown[t] - reserve[t])
+                headroom_w = a.power_w - a.slot_wh.get(t, 0.0) / hours[t]
+                add_w = min(taken_w, headroom_w, max(lack_wh / hours[t], a.min_power_w))
+                if add_w > 0.0:
+                    grown[t] += add_w
+                    lack_wh -= add_w * hours[t]
+                if lack_wh <= EPS_WH:
+                    break
         return tuple(grown)
 
 
@@ -188,6 +225,7 @@ def _with_other_phases(
     worst: int,
     room: PhaseRoom,
     slots: Slots,
+    work: Work,
 ) -> Candidate | None:
     """The candidate with the other phases' single-phase EVs planned in the room its
     three-phase EVs leave; None if those overrun a phase."""
@@ -198,18 +236,21 @@ def _with_other_phases(
         return None
     complete = dict(cand)
     for p in (1, 2, 3):
-        if p in pools and p != worst:
-            complete[p] = solve_pool(pools[p], left_w(room, p, three_share), 1.0, slots)
+        if p in pools and p not in complete:
+            complete[p] = solve_pool(
+                pools[p], left_w(room, p, three_share), 1.0, slots, work
+            )
     return complete
 
 
 def usage_w(
     allocations: Sequence[Allocation], per_phase: float, hours: Sequence[float]
 ) -> list[float]:
-    """Power the allocations draw per slot on one phase (``per_phase`` of their
-    total: 1/3 for three-phase EVs, 1 for single-phase ones), W."""
+    """Power the allocations draw per slot on one phase at their peak (``per_phase``
+    of their total: 1/3 for three-phase EVs, 1 for single-phase ones; a partial slot
+    at its minimum), W."""
     return [
-        sum(a.slot_wh.get(t, 0.0) for a in allocations) * per_phase / hours[t]
+        sum(a.footprint_w(t, hours) for a in allocations) * per_phase
         for t in range(len(hours))
     ]
 

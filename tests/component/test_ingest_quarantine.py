@@ -283,6 +283,14 @@ async def test_a_bad_charger_is_left_out_and_the_site_is_planned(
         await db.execute(
             "UPDATE sessions SET connector_id = 100 WHERE charger_id = 'CP-9'"
         )
+        # a 1 kW charger with no minimum set: 6 A (1,380 W) is above its maximum,
+        # so the planner refuses that request by name and it gets no periods
+        await db.execute(
+            "INSERT INTO site_chargers (gateway_id, charger_id, max_power_w)"
+            " VALUES ($1, 'CP-3', 1000)",
+            GW,
+        )
+        await plug_in(db, "CP-3", tx="tx-small")
         sched = make_scheduler(pg_dsn, mosquitto)
         async with edge(mosquitto) as gw, scheduler_running(sched):
             await eventually(
@@ -290,8 +298,9 @@ async def test_a_bad_charger_is_left_out_and_the_site_is_planned(
             )
             v1 = gw.lease(1)
             assert v1 is not None
-            assert [c.charger_id for c in v1.chargers] == ["CP-1"]
+            assert [c.charger_id for c in v1.chargers] == ["CP-1", "CP-3"]
             assert v1.chargers[0].periods  # really planned
+            assert not v1.chargers[1].periods
             # several cycles later: no failure, no churn of new versions
             await asyncio.sleep(1.5)
             assert sched.metrics.planning_failures == 0
@@ -304,7 +313,11 @@ async def test_a_bad_charger_is_left_out_and_the_site_is_planned(
             )
             v2 = gw.lease(2)
             assert v2 is not None
-            assert sorted(c.charger_id for c in v2.chargers) == ["CP-1", "CP-2"]
+            assert sorted(c.charger_id for c in v2.chargers) == [
+                "CP-1",
+                "CP-2",
+                "CP-3",
+            ]
         skipped = [
             r.getMessage() for r in caplog.records if "left out" in r.getMessage()
         ]
@@ -312,5 +325,8 @@ async def test_a_bad_charger_is_left_out_and_the_site_is_planned(
         assert any("'bad id/../x'" in m and "pattern" in m for m in skipped)
         assert any("'CP-9'" in m and "connector_id" in m for m in skipped)
         assert "cannot plan" not in caplog.text
+        refused = [m for m in caplog.messages if "gets no periods" in m]
+        assert len(refused) == 1, refused  # once, not per plan
+        assert "'CP-3'" in refused[0] and "max_power_w 1000 W" in refused[0]
     finally:
         await db.close()
