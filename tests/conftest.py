@@ -1,6 +1,8 @@
 """Fixtures for every test tier; the harness lives in ``tests/harness``.
 
 Registered here: ``mosquitto``, ``mosquitto2`` (private Mosquitto per test),
+``nats_backbone``, ``nats_cluster``, ``backbone_factory`` (private nats-server backbone
+per test),
 ``pg_server`` (session admin DSN), ``pg_dsn`` (fresh database per test), ``procs``
 (subprocesses killed at teardown), ``tcp_proxy_factory`` (pausable TCP proxies) and
 ``artifacts_dir``. asyncio mode is ``auto`` (pyproject.toml); timeouts scale with
@@ -16,13 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.harness.mosquitto import mosquitto, mosquitto2
+from tests.harness.nats import backbone_factory, nats_backbone, nats_cluster
 from tests.harness.postgres import pg_dsn, pg_server
 from tests.harness.procs import REPO_ROOT, procs, tcp_proxy_factory
 
 __all__ = [
     "artifacts_dir",
+    "backbone_factory",
     "mosquitto",
     "mosquitto2",
+    "nats_backbone",
+    "nats_cluster",
     "pg_dsn",
     "pg_server",
     "procs",

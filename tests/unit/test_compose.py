@@ -108,8 +108,15 @@ def test_the_expected_services_exist(compose: dict[str, Any]) -> None:
         "meter-glow",
         "meter-tasmota",
         "meter-shelly",
+        # the clustered backbone (issue 11): three nats-server nodes and the
+        # one-shot that creates the streams
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "backbone-streams",
     }
     assert set(_fusebox_services(compose)) == {
+        "backbone-streams",
         "migrate",
         "ingest",
         "api",
