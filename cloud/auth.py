@@ -9,6 +9,9 @@
 * Tokens: 32 random bytes (urlsafe base64 to the client); only their sha256 is
   stored. They expire (default 12 h) and are revoked on logout or "log out
   everywhere".
+* Hashing on the request path goes through the process's ``HashPool``
+  (``hash_pool(request)``), which refuses at once when full; ``hashing_busy``
+  answers that 503 with ``Retry-After``.
 * Login throttling (``LoginThrottle``, the pure ``protocols.throttle`` inside):
   exponential delay per (account, client address) pair, never a lock, so wrong
   passwords typed for someone's e-mail elsewhere do not keep them out; per address
@@ -43,11 +46,18 @@ from typing import Annotated, Literal
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.passwords import check_password, common_passwords, password_problem
+from cloud.passwords import (
+    HashPool,
+    HashPoolFull,
+    check_password,
+    common_passwords,
+    password_problem,
+)
 from protocols.throttle import DelayPolicy, Throttle
 
 Role = Literal["owner", "installer", "operator"]
@@ -168,6 +178,23 @@ def verify_password(password: str, stored: str | None) -> bool:
 
 
 _DUMMY_SALT = secrets.token_bytes(_SALT_BYTES)
+
+
+def hash_pool(request: Request) -> HashPool:
+    """The API process's bounded hashing pool (``cloud.passwords.HashPool``):
+    ``await hash_pool(request).run(verify_password, ...)``."""
+    pool: HashPool = request.app.state.hash_pool
+    return pool
+
+
+async def hashing_busy(request: Request, exc: Exception) -> JSONResponse:
+    """The answer to ``HashPoolFull``: 503 with ``Retry-After``, at once."""
+    seconds = exc.retry_after_s if isinstance(exc, HashPoolFull) else 1
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"too many logins at once; retry after {seconds} s"},
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _scrypt(password: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -15,6 +16,7 @@ from cloud.api import create_app
 from cloud.auth import ApiSettings
 from cloud.db import migrate
 from cloud.ingest import IngestWorker
+from cloud.intake import IntakeSettings
 from cloud.scheduler import Scheduler, SchedulerSettings
 from cloud.settings import CloudSettings
 from protocols.clock import Clock
@@ -30,8 +32,12 @@ def _targets(settings: CloudSettings) -> tuple[str, str]:
 
 
 async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
-    """Migrate the database, then run one ingest worker until cancelled (both targets
-    must be resolved)."""
+    """Migrate the database, then run one ingest worker until cancelled: on the
+    backbone's JetStream stream when ``backbone_url`` is set (then only the
+    database must be resolved), else on MQTT (both targets must be)."""
+    if settings.backbone_url:
+        await run_ingest_jetstream(settings)
+        return
     dsn, mqtt_url = _targets(settings)
     await migrate(dsn)
     worker = IngestWorker(
@@ -41,6 +47,24 @@ async def run_ingest(settings: CloudSettings, *, shared: bool) -> None:
         concurrency=settings.ingest_concurrency,
         queue_max=settings.ingest_queue,
         client_id=settings.ingest_client_id,
+    )
+    await worker.run()
+
+
+async def run_ingest_jetstream(settings: CloudSettings) -> None:
+    """Migrate, then consume ``FUSEBOX_UP`` as the durable ``ingest`` until
+    cancelled (``cloud.ingest_jetstream``)."""
+    from cloud.ingest_jetstream import JetStreamIngest
+
+    if not settings.database_url or not settings.backbone_url:
+        raise ValueError("database_url and backbone_url must be resolved first")
+    await migrate(settings.database_url)
+    urls = [u.strip() for u in settings.backbone_url.split(",") if u.strip()]
+    worker = JetStreamIngest(
+        dsn=settings.database_url,
+        nats_urls=urls,
+        concurrency=settings.ingest_concurrency,
+        name=settings.ingest_client_id,
     )
     await worker.run()
 
@@ -73,7 +97,12 @@ async def run_api(settings: CloudSettings) -> None:
         raise ValueError("database_url must be resolved first")
     await migrate(dsn)
     # the broker URL that config bundles name (FUSEBOX_PUBLIC_MQTT_URL wins)
-    app = create_app(dsn, settings=ApiSettings(cloud_mqtt_url=mqtt_url))
+    # the SQLite intake of manual readings lives in this process's state dir
+    # (a --state-dir flag is not in the environment IntakeSettings reads)
+    intake = IntakeSettings().model_copy(update={"state_dir": Path(settings.state_dir)})
+    app = create_app(
+        dsn, settings=ApiSettings(cloud_mqtt_url=mqtt_url), intake_settings=intake
+    )
     server = uvicorn.Server(api_config(settings, app))
     log.info("api: serving on http://%s:%d", settings.api_host, settings.api_port)
     # The surrounding process owns the signals: one Ctrl-C cancels every service

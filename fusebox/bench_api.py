@@ -9,12 +9,20 @@ preferences. Then N concurrent clients (asyncio + httpx, one connection each):
 
 1. **baseline**: ``GET /healthz`` (no auth, one ``SELECT 1``) for ``--duration`` s,
    the cost of HTTP, the framework and a pooled database round trip;
-2. **login**: each client logs in once (``POST /v1/auth/login``, scrypt);
+2. **login**: each client logs in once (``POST /v1/auth/login``, scrypt on the
+   API's bounded hashing pool); a login refused with 503 (the pool is full) is
+   sent again after its ``Retry-After`` plus full jitter, as the web app does,
+   and ``login.refused`` counts those answers;
 3. **reads**: the owner's dashboard, ``GET /v1/sites`` and
    ``GET /v1/gateways/{gw}/live``, then ``GET /v1/gateways/{gw}/plan``, in a loop;
 4. **submissions**: ``POST /v1/gateways/{gw}/meters/{m}/readings`` with rising
-   register values and an idempotency key each; every tenth is a replay of the
-   previous one (answered 200, not stored twice);
+   register values and an idempotency key each, answered 202 once in the durable
+   intake (issue 11); every tenth is a replay of the previous one (the same id,
+   not stored twice); then the bench waits until the intake's consumer has
+   stored every one (``drain_s``);
+4b. **login flood** (issue 11): half the clients log in again and again while
+   the other half read as in 3; ``reads_under_login_flood`` is the reads'
+   figures, ``login_flood`` the logins' (rate, p99, answers refused fast);
 5. **readings on a small history, then on a year** (``--days``, default 365; 0
    skips them): every client, as the first owner, pages that owner's readings
    (``GET /v1/gateways/{gw}/readings``, its ``Link rel="next"``, and the
@@ -25,11 +33,13 @@ preferences. Then N concurrent clients (asyncio + httpx, one connection each):
    page's cost does not grow with the stored history.
 
 Figures are per HTTP request: ``rps``, ``p50_ms``, ``p99_ms``, ``errors`` (any
-answer other than the expected status, or no answer); ``*_vs_baseline`` is the
-throughput ratio against /healthz on the same server in the same run, so it shows
-what authentication and the database queries cost. The load generator shares the
-machine with the server and PostgreSQL. The last line printed is one JSON object;
-the exit code is 1 only if the run could not be made.
+answer other than the expected status, or no answer), ``refused`` (429/503 with
+``Retry-After``, admission control's fast answer, not an error);
+``*_vs_baseline`` is the throughput ratio against /healthz on the same server in
+the same run, so it shows what authentication and the database queries cost.
+The load generator shares the machine with the server and PostgreSQL. The last
+line printed is one JSON object; the exit code is 1 only if the run could not be
+made.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,9 @@ import httpx
 import psutil
 
 from fusebox.bench import create_db
+from fusebox.bench_load import BUSY, Stats, retry_wait_s
+from fusebox.bench_load import figures as _figures
+from fusebox.bench_load import timed as _timed
 
 PASSWORD = "bench-password-1"
 CHARGER = "CP-1"
@@ -316,78 +329,6 @@ async def seed_history(
 
 
 @dataclass
-class Stats:
-    """Latencies (s) of answered requests and the count of errors."""
-
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    by_endpoint: dict[str, list[float]] = field(default_factory=dict)
-    first_error: str | None = None
-
-    def add(self, endpoint: str, seconds: float) -> None:
-        self.latencies.append(seconds)
-        self.by_endpoint.setdefault(endpoint, []).append(seconds)
-
-    def fail(self, what: str) -> None:
-        self.errors += 1
-        if self.first_error is None:
-            self.first_error = what
-
-
-def _pct(sorted_s: list[float], q: float) -> float:
-    if not sorted_s:
-        return 0.0
-    k = min(len(sorted_s) - 1, max(0, round(q * len(sorted_s) + 0.5) - 1))
-    return sorted_s[k] * 1000
-
-
-def _figures(stats: Stats, elapsed_s: float, cpu_s: float) -> dict[str, Any]:
-    lat = sorted(stats.latencies)
-    n = len(lat)
-    out: dict[str, Any] = {
-        "requests": n,
-        "rps": round(n / elapsed_s, 1) if elapsed_s > 0 else 0.0,
-        "p50_ms": round(_pct(lat, 0.50), 2),
-        "p99_ms": round(_pct(lat, 0.99), 2),
-        "max_ms": round(lat[-1] * 1000, 2) if lat else 0.0,
-        "errors": stats.errors,
-        "server_cpu_ms_per_request": round(cpu_s * 1000 / n, 3) if n else None,
-    }
-    if len(stats.by_endpoint) > 1:
-        out["by_endpoint"] = {
-            name: {
-                "requests": len(v),
-                "p50_ms": round(_pct(sorted(v), 0.50), 2),
-                "p99_ms": round(_pct(sorted(v), 0.99), 2),
-            }
-            for name, v in stats.by_endpoint.items()
-        }
-    if stats.first_error:
-        out["first_error"] = stats.first_error
-    return out
-
-
-async def _timed(
-    stats: Stats,
-    endpoint: str,
-    send: Callable[[], Awaitable[httpx.Response]],
-    expect: tuple[int, ...] = (200,),
-) -> httpx.Response | None:
-    t0 = time.perf_counter()
-    try:
-        r = await send()
-    except httpx.HTTPError as exc:
-        stats.fail(f"{endpoint}: {type(exc).__name__}: {exc}")
-        return None
-    dt = time.perf_counter() - t0
-    if r.status_code not in expect:
-        stats.fail(f"{endpoint}: {r.status_code} {r.text[:200]}")
-        return None
-    stats.add(endpoint, dt)
-    return r
-
-
-@dataclass
 class Client:
     http: httpx.AsyncClient
     email: str
@@ -469,13 +410,18 @@ async def _submit_once(c: Client, stats: Stats) -> None:
         "register_kwh": round(c.register_kwh, 3),
         "idempotency_key": f"bench-{c.gw}-{int(c.last_ts.timestamp() * 1e6)}",
     }
-    expect = (200,) if replay else (201,)
+    # 202: in the durable intake; 200: decided before (a replay); 201: stored
+    # in the request (the API before issue 11)
+    expect = (200, 201, 202)
     r = await _timed(
         stats,
         "replay" if replay else "submit",
         lambda: c.http.post(path, headers=h, json=body),
         expect,
     )
+    if r is not None and r.status_code in BUSY:
+        await asyncio.sleep(retry_wait_s(r, 1))
+        return  # sent again next time round
     c.submitted += 1
     if r is not None and not replay:
         c.created += 1
@@ -599,16 +545,84 @@ async def _history_phases(
     }
 
 
-async def _login(c: Client, stats: Stats) -> None:
-    r = await _timed(
-        stats,
-        "login",
-        lambda: c.http.post(
-            "/v1/auth/login", json={"email": c.email, "password": PASSWORD}
-        ),
+async def _login(
+    c: Client, stats: Stats, *, patience_s: float = 60.0, quiet: bool = False
+) -> None:
+    """Log in, honouring busy answers (Retry-After plus full jitter); still
+    refused after ``patience_s`` is an error unless ``quiet`` (a phase ending)."""
+    give_up = time.perf_counter() + patience_s
+    attempt = 0
+    while time.perf_counter() < give_up:
+        r = await _timed(
+            stats,
+            "login",
+            lambda: c.http.post(
+                "/v1/auth/login", json={"email": c.email, "password": PASSWORD}
+            ),
+        )
+        if r is None:
+            return
+        if r.status_code not in BUSY:
+            c.token = r.json()["access_token"]
+            return
+        attempt += 1
+        await asyncio.sleep(retry_wait_s(r, attempt))
+    if not quiet:
+        stats.fail(f"login: still refused after {patience_s:g} s")
+
+
+async def _login_flood(
+    clients: list[Client], duration_s: float, server: psutil.Process
+) -> dict[str, Any]:
+    """Half the clients log in again and again, the rest read: the reads'
+    figures under the flood, and the logins'."""
+    half = max(1, len(clients) // 2)
+    loggers = [Client(c.http, c.email, c.gw) for c in clients[:half]]
+    readers = clients[half:] or clients[:1]
+    login_stats = Stats()
+    stop_at = time.perf_counter() + duration_s
+
+    async def flood(c: Client) -> None:
+        while time.perf_counter() < stop_at:
+            left_s = stop_at - time.perf_counter()
+            await _login(c, login_stats, patience_s=left_s, quiet=True)
+
+    flooding = [asyncio.create_task(flood(c)) for c in loggers]
+    t0 = time.perf_counter()
+    try:
+        reads = await _phase(
+            "reads under a login flood", readers, duration_s, _reads_once, server
+        )
+    finally:
+        await asyncio.gather(*flooding)
+    logins = _figures(login_stats, time.perf_counter() - t0, 0.0)
+    logins.pop("server_cpu_ms_per_request")
+    _log(
+        f"login flood: {logins['rps']:.1f} logins/s, p99 {logins['p99_ms']:.0f} ms, "
+        f"{logins['refused']} refused fast, {logins['errors']} errors"
     )
-    if r is not None:
-        c.token = r.json()["access_token"]
+    return {"reads_under_login_flood": reads, "login_flood": logins}
+
+
+async def _drained(
+    dsn: str, created: int, timeout_s: float = 120.0
+) -> tuple[int, float]:
+    """Wait until ``created`` manual readings are stored (the intake's consumer
+    stores them after the 202); the count stored and the seconds waited."""
+    t0 = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while True:
+            stored: int = await conn.fetchval(
+                "SELECT count(*) FROM manual_readings WHERE meter_id = $1",
+                MANUAL_METER,
+            )
+            waited = time.perf_counter() - t0
+            if stored >= created or waited > timeout_s:
+                return stored, waited
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 async def _drive(
@@ -634,15 +648,21 @@ async def _drive(
         logins = Stats()
         t0 = time.perf_counter()
         await asyncio.gather(*(_login(c, logins) for c in clients))
-        login_fig = _figures(logins, time.perf_counter() - t0, 0.0)
+        login_s = time.perf_counter() - t0
+        login_fig = _figures(logins, login_s, 0.0)
         login_fig.pop("server_cpu_ms_per_request")
+        login_fig["logins_per_s"] = round(len(clients) / login_s, 1)
         _log(
-            f"login: {len(clients)} owners logged in, p50 {login_fig['p50_ms']:.0f} "
-            f"ms, p99 {login_fig['p99_ms']:.0f} ms, {logins.errors} errors"
+            f"login: {len(clients)} owners logged in in {login_s:.2f} s "
+            f"({login_fig['logins_per_s']}/s), p50 {login_fig['p50_ms']:.0f} "
+            f"ms, p99 {login_fig['p99_ms']:.0f} ms per answer, "
+            f"{logins.refused} refused fast, {logins.errors} errors"
         )
         ready = [c for c in clients if c.token]
         if not ready:
             raise SystemExit("[bench api] no client could log in")
+        # connections idle through the logins may have been closed (keep-alive)
+        await asyncio.gather(*(_baseline_once(c, warm) for c in ready))
         reads = await _phase(
             "reads (sites + live + plan)", ready, duration_s, _reads_once, server
         )
@@ -655,16 +675,11 @@ async def _drive(
             server,
         )
         created = sum(c.created for c in ready)
-        conn = await asyncpg.connect(dsn)
-        try:
-            stored = await conn.fetchval(
-                "SELECT count(*) FROM manual_readings WHERE meter_id = $1",
-                MANUAL_METER,
-            )
-        finally:
-            await conn.close()
+        stored, drain_s = await _drained(dsn, created)
         submissions["created"] = created
         submissions["stored"] = stored
+        submissions["drain_s"] = round(drain_s, 2)
+        _log(f"submissions: {stored} of {created} stored {drain_s:.1f} s after")
         if stored != created:
             submissions["errors"] += abs(stored - created)
             _log(f"submissions: {created} answered 201 but {stored} rows stored")
@@ -673,6 +688,7 @@ async def _drive(
             "login": login_fig,
             "reads": reads,
             "submissions": submissions,
+            **await _login_flood(ready, duration_s, server),
         }
         if history_days > 0:
             out.update(
@@ -692,6 +708,8 @@ def _start_api(dsn: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
         "FUSEBOX_API_HOST": "127.0.0.1",
         "FUSEBOX_API_PORT": str(port),
         "FUSEBOX_DATABASE_URL": dsn,
+        # manual readings wait in this file until the API's consumer stores them
+        "FUSEBOX_INTAKE_PATH": str(log_path.with_name("api-intake.sqlite3")),
         # `fusebox cloud api` insists on a broker URL although the API only writes
         # it into config bundles; the bench never asks for one
         "FUSEBOX_CLOUD_MQTT_URL": os.environ.get(

@@ -7,7 +7,6 @@ takes over the sites set up for their e-mail at login and at ``GET /v1/me``
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from cloud.auth import (
     LoginThrottle,
     client_ip,
     hash_password,
+    hash_pool,
     issue_token,
     normalise_email,
     too_many,
@@ -59,7 +59,8 @@ async def login(
         "SELECT id, email, role, password_hash FROM users WHERE lower(email) = $1",
         email,
     )
-    ok = await asyncio.to_thread(
+    # on the bounded hashing pool: 503 with Retry-After when it is full
+    ok = await hash_pool(request).run(
         verify_password, body.password, row["password_hash"] if row else None
     )
     if not ok or row is None:
@@ -104,11 +105,12 @@ async def change_password(
     except WeakPassword as exc:
         raise field_error("new_password", str(exc)) from None
     stored = await db.fetchval("SELECT password_hash FROM users WHERE id = $1", user.id)
-    if not await asyncio.to_thread(verify_password, body.current_password, stored):
+    pool = hash_pool(request)
+    if not await pool.run(verify_password, body.current_password, stored):
         throttle.failed(user.email, ip)
         raise HTTPException(403, "the current password is wrong")
     throttle.succeeded(user.email, ip)
-    new_hash = await asyncio.to_thread(hash_password, body.new_password)
+    new_hash = await pool.run(hash_password, body.new_password)
     async with db.acquire() as conn, conn.transaction():
         await conn.execute(
             "UPDATE users SET password_hash = $2 WHERE id = $1", user.id, new_hash

@@ -1,14 +1,19 @@
 """Meter readings typed in by hand (a meter read by eye, or a check on one the
-gateway reads): stored once, idempotently, and only when plausible next to the
-readings before and after it."""
+gateway reads), issue 11: accepted into the durable intake (``cloud.intake``)
+and answered 202 with a submission id, never written to PostgreSQL inside the
+request. The intake's consumer stores each one once, idempotently, and only
+when plausible next to the readings before and after it; the owner follows it
+at ``GET /v1/gateways/{gw}/submissions/{id}`` (``accepted``, then ``stored`` or
+``refused`` with the reason)."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import Field, field_validator
 
 from cloud.api.deps import (
@@ -16,23 +21,19 @@ from cloud.api.deps import (
     Db,
     GatewayPath,
     MeterPath,
-    Principal,
     User,
     UtcDatetime,
     gateway_access,
 )
 from cloud.api.errors import field_error
+from cloud.intake import Intake, IntakeError, Submission
 from protocols.bodies import RequestBody
 
 router = APIRouter()
 
 _IDEMPOTENCY_KEY = r"^[A-Za-z0-9_.:\-]{1,128}$"
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
-# a household supply rarely imports more than this on average (100 A at 230 V is
-# 23 kW): a manual reading implying more since the last is a typo
-MAX_AVERAGE_IMPORT_W = 25_000.0
-# meter displays show whole kWh: allow that much on top of the average
-READING_SLACK_WH = 1_000.0
 EARLIEST_READING = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -55,29 +56,6 @@ class ManualReading(RequestBody):
         return v
 
 
-_PREV_REGISTER = """
-SELECT ts, wh FROM (
-    SELECT ts, register_wh AS wh FROM manual_readings
-    WHERE gateway_id = $1 AND meter_id = $2 AND ts < $3
-    UNION ALL
-    (SELECT r.ts, r.value FROM readings r JOIN streams s ON s.id = r.stream_id
-     WHERE s.gateway_id = $1 AND s.device_id = $2 AND s.name = 'import_energy_wh'
-       AND r.ts < $3 ORDER BY r.ts DESC LIMIT 1)
-) x ORDER BY ts DESC LIMIT 1
-"""
-
-_NEXT_REGISTER = """
-SELECT ts, wh FROM (
-    SELECT ts, register_wh AS wh FROM manual_readings
-    WHERE gateway_id = $1 AND meter_id = $2 AND ts > $3
-    UNION ALL
-    (SELECT r.ts, r.value FROM readings r JOIN streams s ON s.id = r.stream_id
-     WHERE s.gateway_id = $1 AND s.device_id = $2 AND s.name = 'import_energy_wh'
-       AND r.ts > $3 ORDER BY r.ts LIMIT 1)
-) x ORDER BY ts LIMIT 1
-"""
-
-
 def _reading_out(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -89,110 +67,96 @@ def _reading_out(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def _check_plausible(
-    conn: asyncpg.Connection, gw: str, meter: str, ts: datetime, wh: float
-) -> None:
-    """422 naming ``register_kwh`` when ``wh`` at ``ts`` is below the reading
-    before it, implausibly far above it, or above the reading after it."""
-    prev = await conn.fetchrow(_PREV_REGISTER, gw, meter, ts)
-    if prev is not None:
-        if wh < prev["wh"]:
-            raise field_error(
-                "register_kwh",
-                f"below the last reading ({prev['wh'] / 1000:g} kWh at "
-                f"{prev['ts'].isoformat()}); a register never runs backwards",
-            )
-        hours = (ts - prev["ts"]).total_seconds() / 3600
-        most = MAX_AVERAGE_IMPORT_W * hours + READING_SLACK_WH
-        if wh - prev["wh"] > most:
-            raise field_error(
-                "register_kwh",
-                f"implausible: {(wh - prev['wh']) / 1000:g} kWh since the last "
-                f"reading ({prev['wh'] / 1000:g} kWh at {prev['ts'].isoformat()})"
-                f" is more than {MAX_AVERAGE_IMPORT_W / 1000:g} kW on average; "
-                "check the digits",
-            )
-    nxt = await conn.fetchrow(_NEXT_REGISTER, gw, meter, ts)
-    if nxt is not None and wh > nxt["wh"]:
-        raise field_error(
-            "register_kwh",
-            f"above a later reading ({nxt['wh'] / 1000:g} kWh at "
-            f"{nxt['ts'].isoformat()})",
-        )
+def _intake(request: Request) -> Intake:
+    intake: Intake = request.app.state.intake
+    return intake
 
 
-async def store_manual_reading(
-    conn: asyncpg.Connection,
-    user: Principal,
+def _submission_out(
+    sub_id: str,
     gw: str,
     meter: str,
-    body: ManualReading,
-) -> tuple[bool, asyncpg.Record]:
-    """Validate and store; ``(created, row)``. A replay of an identical reading
-    (same key, or same meter and instant) returns the stored one."""
-    wh = round(body.register_kwh * 1000, 3)
-    ts = body.ts.astimezone(UTC)
-    async with conn.transaction():
-        # one submission per meter at a time, so two cannot both pass the checks
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('fusebox-manual:' || $1 || '/' "
-            "|| $2))",
-            gw,
-            meter,
-        )
-        same = await conn.fetchrow(
-            "SELECT * FROM manual_readings WHERE gateway_id = $1 AND"
-            " (($3::text IS NOT NULL AND idempotency_key = $3)"
-            " OR (meter_id = $2 AND ts = $4))",
-            gw,
-            meter,
-            body.idempotency_key,
-            ts,
-        )
-        if same is not None:
-            if (
-                same["meter_id"] == meter
-                and same["ts"] == ts
-                and abs(same["register_wh"] - wh) < 1e-6
-            ):
-                return False, same
-            if body.idempotency_key and same["idempotency_key"] == body.idempotency_key:
-                raise HTTPException(
-                    409, "idempotency_key was already used for a different reading"
-                )
-            raise HTTPException(
-                409,
-                f"meter {meter!r} already has a different reading at {ts.isoformat()}",
-            )
-        await _check_plausible(conn, gw, meter, ts, wh)
-        row = await conn.fetchrow(
-            "INSERT INTO manual_readings (gateway_id, meter_id, ts, register_wh,"
-            " idempotency_key, submitted_by) VALUES ($1, $2, $3, $4, $5, $6)"
-            " RETURNING *",
-            gw,
-            meter,
-            ts,
-            wh,
-            body.idempotency_key,
-            user.id,
-        )
-        assert row is not None
-        return True, row
+    ts: datetime,
+    register_wh: float,
+    key: str | None,
+    state: str,
+    reason: str | None = None,
+    reading_id: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": sub_id,
+        "state": state,
+        "reason": reason,
+        "reading_id": reading_id,
+        "gateway_id": gw,
+        "meter_id": meter,
+        "ts": ts,
+        "register_kwh": register_wh / 1000,
+        "idempotency_key": key,
+        "location": f"/v1/gateways/{gw}/submissions/{sub_id}",
+    }
 
 
-@router.post("/v1/gateways/{gateway_id}/meters/{meter_id}/readings")
+def _decided_out(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        **_submission_out(
+            str(row["id"]),
+            row["gateway_id"],
+            row["meter_id"],
+            row["ts"],
+            row["register_wh"],
+            row["idempotency_key"],
+            row["state"],
+            row["reason"],
+            row["reading_id"],
+        ),
+        "decided_at": row["decided_at"],
+    }
+
+
+async def _decided(db: asyncpg.Pool, gw: str, sub_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT * FROM manual_submissions WHERE id = $1 AND gateway_id = $2",
+        uuid.UUID(sub_id),
+        gw,
+    )
+    return row
+
+
+def _busy(exc: IntakeError) -> HTTPException:
+    return HTTPException(
+        503,
+        f"the reading was not accepted: {exc}; send it again",
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+@router.post(
+    "/v1/gateways/{gateway_id}/meters/{meter_id}/readings",
+    status_code=202,
+    responses={
+        200: {"description": "the same reading, decided before: its outcome"},
+        409: {"description": "the idempotency_key names a different reading"},
+        503: {"description": "the intake cannot take it now; see Retry-After"},
+    },
+)
 async def submit_reading(
     gateway_id: GatewayPath,
     meter_id: MeterPath,
     body: ManualReading,
+    request: Request,
     response: Response,
     db: Db,
     user: User,
 ) -> dict[str, Any]:
-    """A meter reading typed in: 201 when stored, 200 when the same reading was
-    already stored (same ``idempotency_key``, or same meter and ``ts``), 422
-    naming ``register_kwh`` when below the last reading, implausibly far above
-    it, or above a later one; 409 when it contradicts a stored one."""
+    """A meter reading typed in: 202 once the intake keeps it, with the
+    submission's ``id`` and ``location`` (``state``: ``accepted``); the same
+    reading again (same ``idempotency_key``, or same meter, ``ts`` and value)
+    has the same id, and once decided is answered 200 with the outcome. 409 when
+    the key was already used for a stored, different reading; 503 with
+    ``Retry-After`` when the intake cannot take it now. Plausibility (not below
+    the last reading, not implausibly far above it, not above a later one) is
+    decided by the intake's consumer: ``refused`` with the reason."""
     await gateway_access(db, user, gateway_id, Access.CONTROL)
     if body.ts > datetime.now(UTC) + timedelta(minutes=5):
         raise field_error("ts", "in the future")
@@ -202,12 +166,84 @@ async def submit_reading(
         meter_id,
     ):
         raise HTTPException(404, f"no meter {meter_id!r} on {gateway_id!r}")
-    async with db.acquire() as conn:
-        created, row = await store_manual_reading(
-            conn, user, gateway_id, meter_id, body
+    sub = Submission.new(
+        gateway_id,
+        meter_id,
+        body.ts,
+        round(body.register_kwh * 1000, 3),
+        body.idempotency_key,
+        user.id,
+        datetime.now(UTC),
+    )
+    done = await _decided(db, gateway_id, sub.id)
+    if done is not None:
+        response.status_code = 200
+        return _decided_out(done)
+    if body.idempotency_key:
+        same = await db.fetchrow(
+            "SELECT meter_id, ts, register_wh FROM manual_readings"
+            " WHERE gateway_id = $1 AND idempotency_key = $2",
+            gateway_id,
+            body.idempotency_key,
         )
-    response.status_code = 201 if created else 200
-    return {**_reading_out(row), "created": created}
+        if same is not None and (
+            (same["meter_id"], same["ts"]) != (meter_id, sub.ts)
+            or abs(same["register_wh"] - sub.register_wh) >= 1e-6
+        ):
+            raise HTTPException(
+                409, "idempotency_key was already used for a different reading"
+            )
+    try:
+        await _intake(request).accept(sub)
+    except IntakeError as exc:
+        raise _busy(exc) from None
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/gateways/{gateway_id}/submissions/{sub.id}"
+    return _submission_out(
+        sub.id,
+        gateway_id,
+        meter_id,
+        sub.ts,
+        sub.register_wh,
+        sub.idempotency_key,
+        "accepted",
+    )
+
+
+@router.get("/v1/gateways/{gateway_id}/submissions/{submission_id}")
+async def submission(
+    gateway_id: GatewayPath,
+    submission_id: Annotated[str, Path(pattern=_UUID)],
+    request: Request,
+    db: Db,
+    user: User,
+) -> dict[str, Any]:
+    """A submitted reading: ``accepted`` (in the intake), ``stored``
+    (``reading_id``) or ``refused`` (``reason``); 404 if unknown."""
+    await gateway_access(db, user, gateway_id, Access.READ)
+    sub_id = str(uuid.UUID(submission_id))
+    done = await _decided(db, gateway_id, sub_id)
+    if done is not None:
+        return _decided_out(done)
+    try:
+        waiting = await _intake(request).pending(gateway_id, sub_id)
+    except IntakeError as exc:
+        raise _busy(exc) from None
+    if waiting is None:
+        # decided (and gone from the intake) since the first look?
+        done = await _decided(db, gateway_id, sub_id)
+        if done is not None:
+            return _decided_out(done)
+        raise HTTPException(404, f"no submission {submission_id!r} on {gateway_id!r}")
+    return _submission_out(
+        waiting.id,
+        waiting.gateway_id,
+        waiting.meter_id,
+        waiting.ts,
+        waiting.register_wh,
+        waiting.idempotency_key,
+        "accepted",
+    )
 
 
 @router.get("/v1/gateways/{gateway_id}/meters/{meter_id}/readings")
@@ -218,7 +254,7 @@ async def manual_readings(
     user: User,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
-    """Readings typed in for this meter, newest first."""
+    """Readings typed in for this meter and stored, newest first."""
     await gateway_access(db, user, gateway_id, Access.READ)
     rows = await db.fetch(
         "SELECT * FROM manual_readings WHERE gateway_id = $1 AND meter_id = $2"

@@ -3,6 +3,12 @@
 the session's bearer token. So tenancy, validation and rate limits are exactly
 the API's (a page can show nothing the token could not read), and no SQL lives
 in the web app.
+
+An in-process call is part of the page request, which admission control
+(``cloud.api.admission``) admitted already: its scope carries
+``IN_PROCESS_KEY`` so it is not counted twice. A page that gets 429 or 503 from
+the API passes ``ApiAnswer.retry_after_s`` on to the browser, whose script
+(``static/app.js``) backs off with full jitter and never sooner than told.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from cloud.web.formatting import zone
 
 log = logging.getLogger("fusebox.cloud.web")
 
+IN_PROCESS_KEY = "fusebox.in_process"
+"""``cloud.api.admission.IN_PROCESS``: this call belongs to an admitted page."""
+
 
 @dataclass(frozen=True, slots=True)
 class ApiAnswer:
@@ -29,6 +38,7 @@ class ApiAnswer:
 
     status: int
     body: Any
+    retry_after_s: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +109,7 @@ def _scope(
         "headers": headers,
         "client": request.scope.get("client"),
         "server": request.scope.get("server"),
+        IN_PROCESS_KEY: True,
     }
 
 
@@ -127,16 +138,20 @@ async def api_call(
 
     status = 500
     content_type = ""
+    retry_after: int | None = None
     chunks: list[bytes] = []
 
     async def send(message: dict[str, Any]) -> None:
-        """ASGI send: keep the status, the content type and the body."""
-        nonlocal status, content_type
+        """ASGI send: keep the status, the content type, Retry-After and the
+        body."""
+        nonlocal status, content_type, retry_after
         if message["type"] == "http.response.start":
             status = message["status"]
             for k, v in message.get("headers", []):
                 if k.lower() == b"content-type":
                     content_type = v.decode("latin-1")
+                elif k.lower() == b"retry-after" and v.isdigit():
+                    retry_after = int(v)
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
@@ -149,10 +164,10 @@ async def api_call(
     raw = b"".join(chunks)
     if content_type.startswith("application/json"):
         try:
-            return ApiAnswer(status, json.loads(raw or b"null"))
+            return ApiAnswer(status, json.loads(raw or b"null"), retry_after)
         except ValueError:
             pass
-    return ApiAnswer(status, raw.decode("utf-8", "replace"))
+    return ApiAnswer(status, raw.decode("utf-8", "replace"), retry_after)
 
 
 async def site_for(request: Request, token: str, gw: str) -> tuple[ApiAnswer, ZoneInfo]:

@@ -333,7 +333,8 @@ async def boost(request: Request, gw: str, cid: str) -> Response:
 
 @router.post("/app/site/{gw}/readings")
 async def submit_reading(request: Request, gw: str) -> Response:
-    """Store a manual meter reading; ``read_at`` is the site's local time."""
+    """Submit a manual meter reading (accepted into the intake, stored once
+    checked); ``read_at`` is the site's local time."""
     session, form = await require_post(request)
     _, tz = await site_for(request, session.token, gw)
     target = _site_base(gw)
@@ -361,10 +362,14 @@ async def submit_reading(request: Request, gw: str) -> Response:
         json_body=body,
     )
     if answer.ok:
+        # 202: in the durable intake, checked and stored moments later
+        state = answer.body.get("state")
+        what = "Reading refused" if state == "refused" else "Reading accepted"
         return flash_redirect(
             target,
-            "ok",
-            f"Reading stored: {meter} {answer.body['register_kwh']:g} kWh "
-            f"at {local(answer.body['ts'], tz)}.",
+            "error" if state == "refused" else "ok",
+            f"{what}: {meter} {answer.body['register_kwh']:g} kWh "
+            f"at {local(answer.body['ts'], tz)}"
+            + (f" ({answer.body.get('reason')})." if state == "refused" else "."),
         )
-    return flash_redirect(target, "error", f"Reading not stored: {answer.error()}")
+    return flash_redirect(target, "error", f"Reading not taken: {answer.error()}")

@@ -245,7 +245,7 @@ async def test_owner_sees_charging_ev_and_replans_on_new_ready_by(
         await page.fill("input[name=register_kwh]", "12345.6")
         await page.get_by_role("button", name="Submit reading", exact=True).click()
         await page.wait_for_url(f"{web.url}/app/site/{gw}")
-        assert "Reading stored" in await page.locator(".flash").inner_text()
+        assert "Reading accepted" in await page.locator(".flash").inner_text()
         row = page.locator("table.sessions tbody tr").first
         assert "CP-1" in await row.inner_text()
         assert "charging" in await row.inner_text()

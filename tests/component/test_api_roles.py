@@ -12,9 +12,11 @@ import hashlib
 import json
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,8 +28,10 @@ from cloud.api import create_app
 from cloud.auth import ApiSettings, Role, create_user, issue_token
 from cloud.db import migrate
 from cloud.ingest import BatchStore
+from cloud.intake import SqliteIntake
 from edge.config import parse_config
 from protocols import contract
+from tests.harness.timing import eventually, timeout
 
 CODE_A, CODE_B = "ABCD-1234", "WXYZ-9876"
 MINUTE_MS = 60_000
@@ -105,7 +109,7 @@ USERS: list[tuple[str, Role]] = [
 
 
 @pytest.fixture
-async def world(pg_dsn: str) -> AsyncIterator[World]:
+async def world(pg_dsn: str, tmp_path: Path) -> AsyncIterator[World]:
     await migrate(pg_dsn)
     conn = await asyncpg.connect(pg_dsn)
     await BatchStore.init_connection(conn)
@@ -127,6 +131,7 @@ async def world(pg_dsn: str) -> AsyncIterator[World]:
             claim_max_failures=3,
             public_mqtt_url="mqtts://broker.example:8883",
         ),
+        intake=SqliteIntake(tmp_path / "intake.sqlite3"),
     )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -515,42 +520,66 @@ def reading(minutes_ago: float, kwh: float, key: str | None = None) -> dict[str,
     return body
 
 
+async def submit(w: World, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a manual reading (202, or 200 once decided) and wait until the
+    intake's consumer has decided it; the decided submission."""
+    r = await w.req("owner_a", "POST", url, json=body)
+    assert r.status_code in (200, 202), r.text
+    if r.status_code == 202:
+        assert r.json()["state"] == "accepted"
+        assert r.headers["location"] == r.json()["location"]
+    location = r.json()["location"]
+
+    async def decided() -> dict[str, Any] | None:
+        got = await w.req("owner_a", "GET", location)
+        assert got.status_code == 200, got.text
+        out: dict[str, Any] = got.json()
+        return out if out["state"] != "accepted" else None
+
+    return await eventually(
+        decided, timeout_s=timeout(10), message=f"{location} decided"
+    )
+
+
 async def test_manual_reading_validation(installed: World) -> None:
     w = installed
     url = "/v1/gateways/gw-a/meters/m-a-manual/readings"
-    r = await w.req("owner_a", "POST", url, json=reading(600, 1000.0, "k1"))
-    assert r.status_code == 201, r.text
-    assert r.json()["register_kwh"] == 1000.0 and r.json()["created"] is True
-    # the same submission again (a retry): the stored one, not a second row
-    r2 = await w.req("owner_a", "POST", url, json={**r.json(), "id": None})
-    assert r2.status_code == 422  # unknown fields are refused...
-    first = reading(600, 1000.0, "k1")
-    first["ts"] = r.json()["ts"]
-    r2 = await w.req("owner_a", "POST", url, json=first)
-    assert r2.status_code == 200 and r2.json()["id"] == r.json()["id"]
-    assert r2.json()["created"] is False
+    first = await submit(w, url, reading(600, 1000.0, "k1"))
+    assert first["state"] == "stored" and first["register_kwh"] == 1000.0
+    # the same submission again (a retry): the same id, not a second row
+    again = reading(600, 1000.0, "k1")
+    again["ts"] = first["ts"]
+    r2 = await w.req("owner_a", "POST", url, json=again)
+    assert r2.status_code == 200 and r2.json()["id"] == first["id"]
+    assert r2.json()["reading_id"] == first["reading_id"]
+    assert r2.json()["state"] == "stored"
+    r2 = await w.req("owner_a", "POST", url, json={**again, "id": None})
+    assert r2.status_code == 422  # unknown fields are refused
     # same key, other reading: conflict
-    r3 = await w.req("owner_a", "POST", url, json={**first, "register_kwh": 1001})
+    r3 = await w.req("owner_a", "POST", url, json={**again, "register_kwh": 1001})
     assert r3.status_code == 409
     # below the last reading
-    r = await w.req("owner_a", "POST", url, json=reading(60, 999.5))
-    assert r.status_code == 422
-    [err] = r.json()["detail"]
-    assert err["loc"] == ["body", "register_kwh"] and "below" in err["msg"]
+    out = await submit(w, url, reading(60, 999.5))
+    assert out["state"] == "refused" and out["reading_id"] is None
+    assert out["reason"].startswith("register_kwh:") and "below" in out["reason"]
     # 9 h at 25 kW is 225 kWh: 300 kWh more is a typo
-    r = await w.req("owner_a", "POST", url, json=reading(60, 1300.0))
-    assert r.status_code == 422 and "implausible" in r.text
-    r = await w.req("owner_a", "POST", url, json=reading(60, 1030.0, "k2"))
-    assert r.status_code == 201
+    out = await submit(w, url, reading(60, 1300.0))
+    assert out["state"] == "refused" and "implausible" in out["reason"]
+    assert (await submit(w, url, reading(60, 1030.0, "k2")))["state"] == "stored"
     # between two readings it must fit between them
-    r = await w.req("owner_a", "POST", url, json=reading(300, 1100.0))
-    assert r.status_code == 422 and "later reading" in r.text
+    out = await submit(w, url, reading(300, 1100.0))
+    assert out["state"] == "refused" and "later reading" in out["reason"]
     r = await w.req("owner_a", "POST", url, json=reading(-60, 1100.0))
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "ts"
     rows = await w.conn.fetchval("SELECT count(*) FROM manual_readings")
     assert rows == 2
     listed = (await w.req("owner_a", "GET", url)).json()
     assert [x["register_kwh"] for x in listed] == [1030.0, 1000.0]
+    # a submission id nobody made is 404; another tenant's is 404 too
+    r = await w.req("owner_a", "GET", f"/v1/gateways/gw-a/submissions/{uuid.uuid4()}")
+    assert r.status_code == 404
+    r = await w.req("owner_b", "GET", first["location"])
+    assert r.status_code == 404
 
 
 async def test_manual_reading_checks_against_the_smart_meter(installed: World) -> None:
@@ -559,10 +588,9 @@ async def test_manual_reading_checks_against_the_smart_meter(installed: World) -
         "gw-a", [("m-a", "import_energy_wh")], [(minute_ms(5), 0, 5_000_000.0)]
     )
     url = "/v1/gateways/gw-a/meters/m-a/readings"
-    r = await w.req("owner_a", "POST", url, json=reading(0, 4000.0))
-    assert r.status_code == 422 and "5000 kWh" in r.text
-    r = await w.req("owner_a", "POST", url, json=reading(0, 5000.5))
-    assert r.status_code == 201, r.text
+    out = await submit(w, url, reading(0, 4000.0))
+    assert out["state"] == "refused" and "5000 kWh" in out["reason"]
+    assert (await submit(w, url, reading(0, 5000.5)))["state"] == "stored"
     r = await w.req(
         "owner_a", "POST", "/v1/gateways/gw-a/meters/nope/readings", json=reading(0, 1)
     )
@@ -651,6 +679,7 @@ def crossing(gw: str, cp: str, meter: str) -> list[tuple[str, str, Any]]:
         ("DELETE", f"{g}/meters/{meter}", None),
         ("GET", f"{g}/meters/{meter}-manual/readings", None),
         ("POST", f"{g}/meters/{meter}-manual/readings", reading(0, 1.0)),
+        ("GET", f"{g}/submissions/{uuid.uuid4()}", None),
         ("GET", f"{g}/config_bundle", None),
         ("POST", f"{g}/broker_credentials", None),
         ("GET", f"{g}/commissioning", None),
