@@ -10,32 +10,36 @@ Baseline in the same run: the same load against a bare websocket server that
 answers every CALL with an empty CallResult (no OCPP, no outbox), so
 ``p99_vs_baseline`` shows what the edge's own work adds.
 
-The load generator is plain websockets with raw frames (it must not be the
-bottleneck being measured); the last line printed is one JSON object.
+The load generator is the fleet simulator's chargers (``simulators.fleet``: a
+minimal websocket client, raw OCPP-J frames) in ``--client-processes`` worker
+processes (default one per 5,000 chargers, at least two), so it is not the
+bottleneck being measured; their own RSS is printed beside the server's. Every
+connection is a file descriptor on both sides: the bench raises its open-file
+limit (RLIMIT_NOFILE) to the chargers plus 256 before it starts the servers,
+which inherit it (above the hard limit only where the process may: root with
+CAP_SYS_RESOURCE); if the limit stays short it refuses at once and says so.
+
+The last line printed is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import gc
-import json
+import math
 import os
-import random
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
-import websockets
+
+from simulators.fleet import Fleet, FleetConfig, raise_fd_limit
 
 PASSWORD = "bench-password-0123"
 
@@ -55,165 +59,10 @@ asyncio.run(main())
 """
 
 
-_CONFIGURATION = {
-    "SupportedFeatureProfiles": "Core,SmartCharging",
-    "ChargeProfileMaxStackLevel": "8",
-    "ChargingScheduleMaxPeriods": "24",
-    "ChargingScheduleAllowedChargingRateUnit": "Current",
-    "MaxChargingProfilesInstalled": "10",
-    "NumberOfConnectors": "1",
-}
-
-
-def _answer(action: str) -> dict[str, Any]:
-    """What a well-behaved charger answers the edge's CALLs with."""
-    if action == "GetConfiguration":
-        return {
-            "configurationKey": [
-                {"key": k, "readonly": True, "value": v}
-                for k, v in _CONFIGURATION.items()
-            ]
-        }
-    if action in ("SetChargingProfile", "ClearChargingProfile", "ChangeConfiguration"):
-        return {"status": "Accepted"}
-    return {"status": "Rejected"}
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Load:
-    latencies_ms: list[float] = field(default_factory=list)
-    answered: int = 0
-    call_errors: int = 0
-    failures: int = 0
-    measuring: bool = False
-    server_calls: int = 0  # CALLs from the edge, answered
-
-
-class Charger:
-    def __init__(self, cp_id: str, url: str, load: Load) -> None:
-        self.id = cp_id
-        self.url = url
-        self.load = load
-        self.ws: Any = None
-        self.waiting: dict[str, asyncio.Future[list[Any]]] = {}
-        self.n = 0
-        self.energy_wh = 1000.0
-
-    async def connect(self) -> None:
-        token = base64.b64encode(f"{self.id}:{PASSWORD}".encode()).decode()
-        self.ws = await websockets.connect(
-            f"{self.url}/{self.id}",
-            subprotocols=[websockets.Subprotocol("ocpp1.6")],
-            additional_headers={"Authorization": f"Basic {token}"},
-            compression=None,
-            ping_interval=None,
-            open_timeout=60,
-        )
-        asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for frame in self.ws:
-                msg = json.loads(frame)
-                if msg[0] == 2:  # the edge asks (capabilities, fail-safe profile)
-                    self.load.server_calls += 1
-                    await self.ws.send(json.dumps([3, msg[1], _answer(msg[2])]))
-                    continue
-                fut = self.waiting.pop(msg[1], None)
-                if fut is not None and not fut.done():
-                    fut.set_result(msg)
-
-    async def call(self, action: str, payload: dict[str, Any]) -> None:
-        self.n += 1
-        uid = f"{self.id}-{self.n}"
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.waiting[uid] = fut
-        started = time.perf_counter()
-        try:
-            await self.ws.send(json.dumps([2, uid, action, payload]))
-            async with asyncio.timeout(30):
-                answer = await fut
-        except (TimeoutError, websockets.ConnectionClosed):
-            self.waiting.pop(uid, None)
-            if self.load.measuring:
-                self.load.failures += 1
-            return
-        if not self.load.measuring:
-            return
-        self.load.latencies_ms.append((time.perf_counter() - started) * 1000)
-        self.load.answered += 1
-        if answer[0] != 3:
-            self.load.call_errors += 1
-
-    async def boot(self) -> None:
-        await self.call(
-            "BootNotification",
-            {"chargePointVendor": "Fusebox", "chargePointModel": "Bench"},
-        )
-        await self.call(
-            "StatusNotification",
-            {"connectorId": 1, "errorCode": "NoError", "status": "Charging"},
-        )
-
-    async def meter_values(self) -> None:
-        self.energy_wh += 19.0
-        await self.call(
-            "MeterValues",
-            {
-                "connectorId": 1,
-                "meterValue": [
-                    {
-                        "timestamp": _now(),
-                        "sampledValue": [
-                            {
-                                "value": f"{self.energy_wh:.1f}",
-                                "measurand": "Energy.Active.Import.Register",
-                                "unit": "Wh",
-                            },
-                            {
-                                "value": "7000",
-                                "measurand": "Power.Active.Import",
-                                "unit": "W",
-                            },
-                        ],
-                    }
-                ],
-            },
-        )
-
-    async def run(
-        self,
-        meter_s: float,
-        heartbeat_s: float,
-        stop: asyncio.Event,
-        rng: random.Random,
-    ) -> None:
-        # spread the fleet evenly over the interval instead of in lockstep
-        next_meter = time.monotonic() + rng.uniform(0, meter_s)
-        next_beat = time.monotonic() + rng.uniform(0, heartbeat_s)
-        while not stop.is_set():
-            now = time.monotonic()
-            if now >= next_meter:
-                asyncio.get_running_loop().create_task(self.meter_values())
-                next_meter += meter_s
-            if now >= next_beat:
-                asyncio.get_running_loop().create_task(self.call("Heartbeat", {}))
-                next_beat += heartbeat_s
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(
-                    max(0.0, min(next_meter, next_beat) - time.monotonic())
-                ):
-                    await stop.wait()
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -223,61 +72,77 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _drive(url: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    load = Load()
-    chargers = [Charger(f"CP{i:05d}", url, load) for i in range(args.chargers)]
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+async def _bring_up(fleet: Fleet, n: int, label: str) -> float:
+    """Until every charger is connected and booted (Boot and Status answered);
+    returns the seconds it took. Fails if the chargers cannot all connect."""
     t0 = time.perf_counter()
-    sem = asyncio.Semaphore(100)  # connect in waves: a reconnect storm has limits too
+    deadline = t0 + max(120.0, n / 50.0)
+    last_print = t0
+    while True:
+        s = await fleet.stats()
+        if s.chargers_connected >= n and s.charger_answers >= 2 * n:
+            return time.perf_counter() - t0
+        now = time.perf_counter()
+        if now > deadline:
+            raise SystemExit(
+                f"[bench] {label}: only {s.chargers_connected:,} of {n:,} chargers "
+                f"connected ({s.charger_connect_failures:,} attempts failed) "
+                f"after {now - t0:.0f} s: see the log lines above"
+            )
+        if now - last_print >= 10:
+            _say(
+                f"{label}: {s.chargers_connected:,} of {n:,} connected "
+                f"({s.charger_connect_failures:,} attempts failed, retrying)"
+            )
+            last_print = now
+        await asyncio.sleep(0.5)
 
-    async def bring_up(c: Charger) -> None:
-        async with sem:
-            await c.connect()
-            await c.boot()
 
-    await asyncio.gather(*(bring_up(c) for c in chargers))
-    connect_s = time.perf_counter() - t0
-    print(
-        f"[bench] {label}: {len(chargers)} chargers up in {connect_s:.1f} s",
-        file=sys.stderr,
-        flush=True,
+async def _drive(url: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    """The fleet's chargers (in ``--client-processes`` worker processes, so the
+    load generator is not the bottleneck) against the server at ``url``."""
+    n = args.chargers
+    config = FleetConfig(
+        mqtt_url=None,
+        gateways=0,
+        chargers=n,
+        ocpp_url=url,
+        charger_password=PASSWORD,
+        charger_meter_interval_s=args.meter_interval,
+        charger_heartbeat_s=args.heartbeat_interval,
+        processes=args.client_processes,
     )
-    stop = asyncio.Event()
-    rng = random.Random(1)
-    tasks = [
-        asyncio.create_task(
-            c.run(args.meter_interval, args.heartbeat_interval, stop, rng)
-        )
-        for c in chargers
-    ]
-    await asyncio.sleep(args.meter_interval)  # warm up: one full cycle
-    # the fleet's objects live as long as the run: out of the collector's way,
-    # so the load generator's own GC pauses do not count as the server's latency
-    gc.collect()
-    gc.freeze()
-    load.measuring = True
-    t_measure = time.perf_counter()
-    for _ in range(int(args.duration // 10)):
-        await asyncio.sleep(10)
-        print(
-            f"[bench] {label}: {load.answered:,} answers so far",
-            file=sys.stderr,
-            flush=True,
-        )
-    await asyncio.sleep(args.duration % 10)
-    elapsed = time.perf_counter() - t_measure
-    load.measuring = False
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    gc.unfreeze()
-    await asyncio.gather(*(c.ws.close() for c in chargers), return_exceptions=True)
+    async with Fleet(config) as fleet:
+        connect_s = await _bring_up(fleet, n, label)
+        _say(f"{label}: {n:,} chargers up in {connect_s:.1f} s")
+        await asyncio.sleep(args.meter_interval)  # warm up: one full cycle
+        await fleet.measure(True)
+        before = await fleet.stats()
+        t_measure = time.perf_counter()
+        for _ in range(int(args.duration // 10)):
+            await asyncio.sleep(10)
+            s = await fleet.stats()
+            _say(f"{label}: {s.charger_answers - before.charger_answers:,} answers")
+        await asyncio.sleep(args.duration % 10)
+        elapsed = time.perf_counter() - t_measure
+        latencies = await fleet.latencies_ms()
+        await fleet.measure(False)
+        after = await fleet.stats()
     return {
         "connect_s": connect_s,
-        "msgs_per_s": load.answered / elapsed,
-        "p50_ms": _percentile(load.latencies_ms, 0.50),
-        "p99_ms": _percentile(load.latencies_ms, 0.99),
-        "call_errors": load.call_errors,
-        "failures": load.failures,
-        "server_calls": load.server_calls,
+        "msgs_per_s": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p99_ms": _percentile(latencies, 0.99),
+        "call_errors": after.charger_call_errors,
+        "failures": after.charger_call_timeouts,
+        "connect_failures": after.charger_connect_failures,
+        "server_calls": after.server_calls,
+        "client_rss_mb": after.rss_bytes / 2**20,
+        "client_processes": after.processes,
     }
 
 
@@ -316,7 +181,40 @@ heartbeat_interval_s = 60
     return config
 
 
+def _stop_edge(edge: subprocess.Popen[bytes], log_name: str) -> bool:
+    """SIGTERM, then SIGKILL after 30 s; whether it stopped on SIGTERM. A hang
+    is reported, not fatal: the figures measured before it are kept."""
+    edge.terminate()
+    try:
+        edge.wait(30)
+    except subprocess.TimeoutExpired:
+        edge.kill()
+        edge.wait()
+        _say(f"the edge did not stop within 30 s of SIGTERM (killed): see {log_name}")
+        return False
+    return True
+
+
+def _fd_limit(chargers: int) -> int:
+    """Raise the open-file limit for ``chargers`` connections (server and
+    clients inherit it); refuse early if it stays too low."""
+    wanted = chargers + 256  # the server's own files: listener, outbox, logs
+    got = raise_fd_limit(wanted)
+    _say(f"open-file limit (RLIMIT_NOFILE) raised to {got:,}")
+    if got < wanted:
+        raise SystemExit(
+            f"[bench] {chargers:,} chargers need about {wanted:,} open files in the "
+            f"server process, but RLIMIT_NOFILE stays at {got:,}: run as root, or "
+            f"raise the hard limit (ulimit -Hn, limits.conf, a container's --ulimit "
+            f"nofile), or use at most {got - 256:,} chargers"
+        )
+    return got
+
+
 def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "client_processes", None) is None:
+        args.client_processes = max(2, math.ceil(args.chargers / 5000))
+    fd_limit = _fd_limit(args.chargers)
     state = Path(args.state_dir) / "ocpp"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
@@ -369,17 +267,8 @@ def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
 
         result = asyncio.run(measured())
     finally:
-        edge.terminate()
-        try:
-            edge.wait(30)
-        except subprocess.TimeoutExpired:
-            edge.kill()
-            edge.wait()
-            raise SystemExit(
-                f"[bench] the edge did not stop within 30 s of SIGTERM: see {log.name}"
-            ) from None
-        finally:
-            log.close()
+        stopped_cleanly = _stop_edge(edge, log.name)
+        log.close()
     n = args.chargers
     return {
         "bench": "ocpp",
@@ -392,6 +281,8 @@ def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
         "connect_s": round(result["connect_s"], 1),
         "call_errors": result["call_errors"],
         "failures": result["failures"],
+        # connection attempts that failed (timed out, refused) and were retried
+        "connect_failures": result["connect_failures"],
         # the edge's own CALLs (capability discovery, fail-safe profile), answered
         "edge_calls_answered": result["server_calls"],
         "baseline_p99_ms": round(baseline["p99_ms"], 2),
@@ -399,5 +290,10 @@ def run_ocpp(args: argparse.Namespace) -> dict[str, Any]:
         if baseline["p99_ms"] > 0
         else None,
         "baseline_msgs_per_s": round(baseline["msgs_per_s"], 1),
+        "client_processes": result["client_processes"],
+        "client_rss_mb": round(result["client_rss_mb"], 1),
+        "fd_limit": fd_limit,
+        # False: the edge needed SIGKILL (its own figures above still stand)
+        "edge_stopped_cleanly": stopped_cleanly,
         "load_generator_pid_cpu_s": round(sum(os.times()[:2]), 1),
     }

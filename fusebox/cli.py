@@ -11,6 +11,8 @@
     fusebox cloud user add --email E --role R [--password-stdin]   an API account
     fusebox sim meter ...                 a simulated smart meter
     fusebox sim charger ...               a simulated OCPP charge point with an EV
+    fusebox sim fleet --gateways N        thousands of simulated gateways (and
+                                          chargers) in a few processes
     fusebox demo                          everything on embedded defaults, live view
     fusebox bench NAME                    benchmarks (pipeline, fleet, ocpp, planner,
                                           api)
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING
 from fusebox.cli_cloud import (
     _cloud_settings,
     cmd_cloud,
+    cmd_cloud_backbone,
     cmd_cloud_prices,
     cmd_cloud_user,
 )
@@ -62,6 +65,7 @@ __all__ = [
     "clock_from_args",
     "cmd_bench",
     "cmd_cloud",
+    "cmd_cloud_backbone",
     "cmd_cloud_prices",
     "cmd_cloud_user",
     "cmd_demo",
@@ -71,6 +75,7 @@ __all__ = [
     "cmd_edge_local",
     "cmd_edge_run",
     "cmd_sim_charger",
+    "cmd_sim_fleet",
     "cmd_sim_meter",
     "cmd_tariffs_generate",
     "main",
@@ -113,6 +118,13 @@ def cmd_sim_charger(args: argparse.Namespace) -> int:
 
     # the simulator handles SIGINT/SIGTERM itself: it saves its state and queue
     return asyncio.run(charger.run(args))
+
+
+def cmd_sim_fleet(args: argparse.Namespace) -> int:
+    """``fusebox sim fleet``: many gateways (and chargers) in a few processes."""
+    from simulators import fleet
+
+    return asyncio.run(fleet.run(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -267,12 +279,53 @@ def _add_cloud_commands(sub: _Subparsers) -> None:
                 help="$share subscription (env FUSEBOX_INGEST_SHARED, default auto)",
             )
             c.add_argument("--concurrency", type=int, help="database connections")
+        if name == "ingest":
+            c.add_argument(
+                "--backbone",
+                help="nats://host:4222[,nats://...]: consume the JetStream stream "
+                "FUSEBOX_UP instead of subscribing over MQTT (env "
+                "FUSEBOX_BACKBONE_URL)",
+            )
         if name in ("run", "api"):
             c.add_argument("--api-host", help="env FUSEBOX_API_HOST (127.0.0.1)")
             c.add_argument("--api-port", type=int, help="env FUSEBOX_API_PORT (8080)")
         c.set_defaults(func=cmd_cloud)
     _add_cloud_prices_command(cloud)
     _add_cloud_user_command(cloud)
+    _add_cloud_backbone_command(cloud)
+
+
+def _add_cloud_backbone_command(cloud: _Subparsers) -> None:
+    """``fusebox cloud backbone``: a local nats-server backbone (issue 11)."""
+    bb = cloud.add_parser(
+        "backbone",
+        help="run 1 or N nats-server nodes (JetStream + MQTT) on loopback",
+    )
+    bb.add_argument("--cluster", type=int, default=1, help="nodes (default 1)")
+    bb.add_argument(
+        "--data-dir", default="fusebox-backbone", help="config, logs, JetStream store"
+    )
+    bb.add_argument(
+        "--port",
+        type=int,
+        help="NATS port of node 0 (node i: +i; MQTT +100+i, routes +200+i, "
+        "monitor +300+i); free ports if unset",
+    )
+    bb.add_argument(
+        "--gateway",
+        action="append",
+        metavar="ID",
+        help="create user gw-ID (repeatable); passwords are printed once. Without "
+        "any: no authorization",
+    )
+    bb.add_argument(
+        "--streams-only",
+        action="store_true",
+        help="start nothing: create/update the streams (replicas per --cluster) on "
+        "the running backbone at --nats-url, then exit",
+    )
+    bb.add_argument("--nats-url", help="nats://host:4222[,nats://...] (--streams-only)")
+    bb.set_defaults(func=cmd_cloud_backbone, service="backbone")
 
 
 def _add_cloud_prices_command(cloud: _Subparsers) -> None:
@@ -334,6 +387,13 @@ def _add_sim_commands(sub: _Subparsers) -> None:
 
     charger_sim.add_arguments(s_charger)
     s_charger.set_defaults(func=cmd_sim_charger)
+    s_fleet = sim.add_parser(
+        "fleet", help="thousands of gateways (and chargers) in a few processes"
+    )
+    from simulators import fleet as fleet_sim
+
+    fleet_sim.add_arguments(s_fleet)
+    s_fleet.set_defaults(func=cmd_sim_fleet)
 
 
 def _add_demo_command(sub: _Subparsers) -> None:
@@ -371,6 +431,12 @@ def _add_bench_command(sub: _Subparsers) -> None:
     bench.add_argument("name", choices=["pipeline", "fleet", "ocpp", "planner", "api"])
     bench.add_argument("--readings", type=int, default=1_000_000, help="pipeline")
     bench.add_argument("--chargers", type=int, default=2000, help="ocpp")
+    bench.add_argument(
+        "--client-processes",
+        type=int,
+        default=None,
+        help="ocpp: charger processes (default: one per 5,000 chargers, at least 2)",
+    )
     bench.add_argument(
         "--duration",
         type=float,
